@@ -1,0 +1,60 @@
+"""CLI smoke tests: the whole output folder of `steadytune run` on tiny random models."""
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from steadytune.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "albert"])
+def test_run_writes_the_output_folder(tiny_models, tiny_glue, tmp_path, family):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", "--task", "rte", "--recipe", "mosbach2021", "--seed", "3", "--out", str(out),
+                              "--model", str(tiny_models[family]), "--data-dir", str(tiny_glue),
+                              "--set", "threads=1", "--set", "lr=1e-4", "--max-steps", "4", "--train-limit", "32"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "diagnostics.csv", "result.json"] or \
+        sorted(p.name for p in out.iterdir()) == ["curves.csv", "result.json"]
+    payload = json.loads((out / "result.json").read_text())
+    assert payload["task"] == "rte" and payload["recipe"] == "mosbach2021" and payload["seed"] == 3
+    assert payload["config"]["correct_bias"] is True and payload["config"]["lr"] == 1e-4
+    assert payload["steps"] == 4 and payload["data"]["n_train"] == 32
+    assert payload["model_info"]["model_type"] == family
+    assert not pd.read_csv(out / "curves.csv").empty
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "learning_rate=1"], "unknown config key 'learning_rate'; valid keys"),
+    (["--recipe", "bogus"], "unknown recipe 'bogus'"),
+    (["--task", "nosuch"], "nosuch"),
+    (["--set", "batching=weird"], "batching"),
+])
+def test_bad_input_is_a_clear_error(tiny_bert, tiny_glue, tmp_path, args, message):
+    res = runner.invoke(app, ["run", "--model", str(tiny_bert), "--data-dir", str(tiny_glue),
+                              "--out", str(tmp_path / "x"), *args])
+    assert res.exit_code == 2
+    assert message in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "x" / "result.json").exists()
+
+
+def test_missing_data_and_model(tiny_bert, tmp_path):
+    res = runner.invoke(app, ["run", "--model", str(tiny_bert), "--data-dir", str(tmp_path / "nope"),
+                              "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "nope" in res.output
+    res = runner.invoke(app, ["run", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "no-model" in " ".join(res.output.split())
+
+
+def test_recipes_and_keys_listings():
+    res = runner.invoke(app, ["recipes"])
+    assert res.exit_code == 0 and "devlin2019" in res.output and "mosbach2021" in res.output
+    res = runner.invoke(app, ["recipes", "--json"])
+    assert json.loads(res.output)["recipes"]["mosbach2021"]["epochs"] == 20.0
+    res = runner.invoke(app, ["keys"])
+    assert res.exit_code == 0 and "correct_bias" in res.output
