@@ -7,6 +7,13 @@
 
 __version__ = "0.1.0"
 
-from steadytune.api import run  # noqa: E402  (the one import users need at top level)
-
 __all__ = ["run", "__version__"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `steadytune --help` and sweep planning stay fast.
+    if name == "run":
+        from steadytune.api import run
+
+        return run
+    raise AttributeError(f"module 'steadytune' has no attribute {name!r}")

@@ -105,6 +105,207 @@ def keys() -> None:
         typer.echo(f"{key:20s} {defaults[key]!s:16s} {doc}")
 
 
+# ----------------------------------------------------------------------------- studies
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _study_errors() -> tuple[type[Exception], ...]:
+    import sqlite3
+
+    from steadytune.executors import ExecutorError
+    from steadytune.store import StoreError
+
+    return (*_user_errors(), StoreError, ExecutorError, sqlite3.DatabaseError)
+
+
+def _finish_line(event: dict, many_models: bool) -> str:
+    """``rte devlin2019 seed 3 acc 0.6250 ok 1.2s`` (model and grid only when they vary)."""
+    parts = [event["task"]]
+    if many_models:
+        parts.append(Path(event["model"]).name)
+    parts += [event["recipe"], *([event["grid"]] if event["grid"] else []), f"seed {event['seed']}"]
+    if event["status"] == "error":
+        parts.append(f"[bold red]ERROR[/] {event['error']}")
+    else:
+        value = event["value"]
+        shown = "nan" if value is None or value != value else f"{value:.4f}"
+        flag = "[red]FAILED[/]" if event["failed"] else "ok"
+        parts += [event["metric"], shown, flag + (" (diverged)" if event["status"] == "diverged" else "")]
+    return " ".join(parts) + f" {event['seconds']:.1f}s"
+
+
+def _print_plan(plan: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"plan for {plan['store']}")
+    for col in ("task", "model", "recipe", "grid", "runs", "done"):
+        table.add_column(col, justify="right" if col in ("runs", "done") else "left")
+    for g in plan["groups"]:
+        table.add_row(g["task"], Path(g["model"]).name, g["recipe"], g["grid"], str(g["runs"]), str(g["done"]))
+    _wide_console().print(table)
+    typer.echo(f"{plan['planned']} runs planned, {plan['done_before']} already done, "
+               f"{plan['to_run']} to run (dry run: nothing written)")
+
+
+@app.command()
+def sweep(
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.")],
+    recipes: Annotated[str, typer.Option(help="Comma-separated recipes, e.g. devlin2019,mosbach2021.")],
+    seeds: Annotated[str, typer.Option(help="Seeds: 1-25, 1,3,5 or 1-5,10.")],
+    store: Annotated[Path, typer.Option(help="The study file (SQLite), created if missing.")],
+    model: Annotated[Optional[list[str]], typer.Option(help="Model (repeatable); default minilm.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="GLUE directory (default $GLUE_DIR).")] = None,
+    set_: SetOpt = None,
+    grid: Annotated[Optional[list[str]], typer.Option(help="Sweep a key: key=v1,v2 (repeatable).")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(help="Down-sample training data to N examples.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
+    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: local Ray).")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel local worker processes.")] = 1,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+) -> None:
+    """Run (or resume) a seed sweep into a study; finished runs are never redone."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from steadytune.config import DEFAULT_MODEL, parse_assignments
+    from steadytune.sweep import SweepSpec, parse_grid, parse_seeds, run_sweep
+
+    err = Console(file=sys.stderr)  # bound now: runs redirect sys.stderr into their logs
+    try:
+        spec = SweepSpec(tasks=_split(tasks), models=model or [DEFAULT_MODEL], recipes=_split(recipes),
+                         seeds=parse_seeds(seeds), overrides=parse_assignments(set_), grid=parse_grid(grid),
+                         train_limit=train_limit, max_steps=max_steps, data_dir=data_dir)
+        columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False,
+                      disable=dry_run) as bar:
+            job = bar.add_task("runs", total=None)
+
+            def on_event(event: dict) -> None:
+                if event["kind"] == "plan":
+                    bar.update(job, total=event["to_run"])
+                    err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
+                              f"{event['to_run']} to run -> {event['store']}")
+                elif event["kind"] == "finish":
+                    bar.advance(job)
+                    err.print(_finish_line(event, len(spec.models) > 1), highlight=False)
+
+            out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
+                            dry_run=dry_run, on_event=on_event)
+    except _study_errors() as exc:
+        _fail(exc)
+        return
+    if dry_run:
+        _print_plan(out)
+        return
+    err.print(f"done: {out['finished']} finished, {out['diverged']} diverged, {out['error']} errors "
+              f"({out['done_before']} were already done)")
+    typer.echo(str(store))
+    if out["error"]:
+        err.print("[bold red]some runs raised errors[/]; their logs are in the study; rerun to retry them")
+        raise typer.Exit(code=1)
+
+
+def _wide_console() -> Console:
+    """Stdout console; when piped (no terminal width) wide enough not to cut names."""
+    out = Console()
+    if not out.is_terminal:
+        out.width = 200
+    return out
+
+
+def _summary_tables(summary: object, comparison: object, which: str) -> None:
+    from rich.table import Table
+
+    out = _wide_console()
+    table = Table(title=f"seed-sweep summary ({which} checkpoint, x100)")
+    cols = ["task", "model", "recipe", "grid", "metric", "n", "failed", "std", "mean", "median", "max"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in cols[:5] else "right")
+    for r in summary.to_dict("records"):  # type: ignore[attr-defined]
+        table.add_row(r["task"], Path(r["model"]).name, r["recipe"], r["grid"], r["metric"], str(r["n"]),
+                      str(r["n_failed"]), *(f"{r[k]:.2f}" for k in ("std", "mean", "median", "max")))
+    out.print(table)
+    if len(comparison) and comparison["runner_up_recipe"].notna().any():  # type: ignore[index,arg-type]
+        cmp = Table(title="do the recipes differ in spread? (Levene / Brown-Forsythe p-values)")
+        for col in ("task", "model", "grid", "recipes", "levene p", "BF p", "lowest std", "runner-up", "pair BF p"):
+            cmp.add_column(col)
+        for r in comparison.to_dict("records"):  # type: ignore[attr-defined]
+            cmp.add_row(r["task"], Path(r["model"]).name, r["grid"], r["recipes"], f"{r['levene_p']:.3g}",
+                        f"{r['bf_p']:.3g}", str(r["lowest_std_recipe"]), str(r["runner_up_recipe"]),
+                        f"{r['pair_bf_p']:.3g}")
+        out.print(cmp)
+
+
+@app.command()
+def summary(
+    study: Annotated[Path, typer.Argument(help="The study file.")],
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+    which: Annotated[str, typer.Option(help="final or best (dev checkpoint).")] = "final",
+) -> None:
+    """Seed-sweep statistics per task, model, recipe and grid point (values x100)."""
+    from steadytune.stats import compare_recipes, summarize
+    from steadytune.store import Study
+
+    if fmt not in ("table", "csv", "json"):
+        _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
+    try:
+        with Study.open(study, readonly=True) as st:
+            runs = st.runs_table()
+        result = summarize(runs, which=which)
+        comparison = compare_recipes(runs, which=which) if fmt == "table" else None
+    except (*_study_errors(), ValueError) as exc:
+        _fail(exc)
+        return
+    if fmt == "json":
+        records = result.astype(object).where(result.notna(), None).to_dict("records")
+        typer.echo(json.dumps(records, indent=2))
+    elif fmt == "csv":
+        typer.echo(result.to_csv(index=False), nl=False)
+    elif result.empty:
+        console.print(f"no finished runs in {study} yet")
+    else:
+        _summary_tables(result, comparison, which)
+
+
+@app.command()
+def export(
+    study: Annotated[Path, typer.Argument(help="The study file.")],
+    out: Annotated[Path, typer.Option(help="FILE.parquet or FILE.csv; curves go to FILE.curves.<ext>.")],
+) -> None:
+    """Export a study's runs and curves to Parquet or CSV."""
+    from steadytune.store import Study
+
+    try:
+        with Study.open(study, readonly=True) as st:
+            written = st.export(out)
+    except _study_errors() as exc:
+        _fail(exc)
+        return
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def report(
+    study: Annotated[Path, typer.Argument(help="The study file.")],
+    out: Annotated[Path, typer.Option(help="Output directory for index.html and figures/.")] = Path("report"),
+    title: Annotated[Optional[str], typer.Option(help="Page title.")] = None,
+) -> None:
+    """Write the stability report (Table 1, box plots, curves, diagnostics) as HTML."""
+    from steadytune.report import write_report
+
+    try:
+        path = write_report(study, out, title=title)
+    except _study_errors() as exc:
+        _fail(exc)
+        return
+    typer.echo(str(path))
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
 

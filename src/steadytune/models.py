@@ -71,7 +71,19 @@ def load_config(model: str, **kwargs: Any):
 
 
 def model_type_of(model: str) -> str | None:
-    """``config.model_type`` of ``model`` (e.g. ``bert``, ``roberta``)."""
+    """``config.model_type`` of ``model`` (e.g. ``bert``, ``roberta``).
+
+    A local checkpoint's ``config.json`` is read directly: planning a sweep then needs
+    neither torch nor transformers.
+    """
+    local = Path(resolve_model_path(model)) / "config.json"
+    if local.is_file():
+        import json
+
+        try:
+            return json.loads(local.read_text()).get("model_type")
+        except (OSError, ValueError):
+            pass  # let transformers produce its own error below
     return getattr(load_config(model), "model_type", None)
 
 

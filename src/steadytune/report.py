@@ -327,9 +327,9 @@ def write_report(study_path: str | Path, out_dir: str | Path, title: str | None 
     path = Path(study_path)
     if not path.exists():
         raise FileNotFoundError(f"no study at {path}")
-    study = Study.open(path)
+    study = Study.open(path, create=False, readonly=True)
     try:
-        runs = study.runs_table()
+        runs = study.runs_table(all_statuses=True)
         ids = runs.loc[runs["status"].isin(SCORED), "run_id"].tolist() if len(runs) else []
         curves = study.curves_table(run_ids=ids) if ids else pd.DataFrame(
             columns=["run_id", "step", "epoch", "split", "name", "value"])

@@ -1,0 +1,315 @@
+"""Seed sweeps: a spec, its expansion into resolved runs, and the resumable driver.
+
+A :class:`SweepSpec` names tasks × models × recipes × grid points × seeds. :func:`expand`
+resolves every run's configuration up front, so a typo fails before anything is
+written. :func:`run_sweep` adds the plan to a study (:mod:`steadytune.store`), runs what
+is not done yet on an executor (:mod:`steadytune.executors`) and records each result as
+it arrives. Running the same sweep again resumes it: finished and diverged runs are
+skipped, runs that errored or were in flight when the driver died are redone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from steadytune.config import DEFAULT_MODEL, ConfigError, RunConfig, coerce, config_hash, resolve_config
+
+EventFn = Callable[[dict[str, Any]], None]
+NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds"}
+_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepSpec:
+    """What to run: every combination of the lists below. Inert data; see :func:`expand`."""
+
+    tasks: tuple[str, ...]
+    """Task names (``rte``, ``mrpc`` ...)."""
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    """Model ids or checkpoint directories."""
+    recipes: tuple[str, ...]
+    """Recipe names (``+``-joined compositions allowed)."""
+    seeds: tuple[int, ...]
+    """Run seeds (see :func:`parse_seeds`)."""
+    overrides: dict[str, str] = field(default_factory=dict)
+    """``key=value`` overrides applied to every run (after the recipe)."""
+    grid: dict[str, list[str]] = field(default_factory=dict)
+    """Key -> values; every combination is a grid point (overrides the recipe)."""
+    train_limit: int | None = None
+    """Shortcut for the ``train_limit`` override."""
+    max_steps: int | None = None
+    """Shortcut for the ``max_steps`` override."""
+    data_dir: str | None = None
+    """Shortcut for the ``data_dir`` override (GLUE folder)."""
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "models", "recipes", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a sweep: its content address, resolved config and grid label."""
+
+    run_id: str
+    """``config_hash(cfg)``: the same config (seed included) is the same run."""
+    cfg: RunConfig
+    """The fully resolved configuration."""
+    grid: str
+    """Grid point, e.g. ``epochs=3,lr=1e-05`` (sorted keys); ``""`` without a grid."""
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """Parse ``"1-25"``, ``"1,3,5"`` or ``"1-5,10"`` into sorted unique seeds.
+
+    Raises:
+        ConfigError: empty, malformed or reversed ranges.
+    """
+    seeds: set[int] = set()
+    for part in (text or "").split(","):
+        match = _RANGE.match(part.strip())
+        if not match:
+            raise ConfigError(f"bad seed list {text!r}: use ranges and numbers such as 1-25 or 1-5,10")
+        low, high = int(match[1]), int(match[2] or match[1])
+        if high < low:
+            raise ConfigError(f"bad seed range {part.strip()!r} in {text!r}: the end is below the start")
+        seeds.update(range(low, high + 1))
+    return tuple(sorted(seeds))
+
+
+def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
+    """Parse ``["lr=1e-5,2e-5", "epochs=3,10"]`` into ``{"lr": [...], "epochs": [...]}``.
+
+    Raises:
+        ConfigError: malformed item, unknown key (the message names the valid keys), a
+            value of the wrong type, an empty or repeated value, a key given twice, or a
+            key with its own option (task, model, recipe, seed).
+    """
+    grid: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"grid item {item!r} is not of the form key=value1,value2")
+        if key in NOT_GRIDDABLE:
+            raise ConfigError(f"{key} cannot be a grid key; use {NOT_GRIDDABLE[key]}")
+        if key in grid:
+            raise ConfigError(f"grid key {key!r} is given twice; list all its values in one --grid")
+        parts = [v.strip() for v in values.split(",")]
+        if not all(parts):
+            raise ConfigError(f"grid item {item!r} has an empty value")
+        coerced = [coerce(key, v) for v in parts]  # unknown key -> names the valid ones
+        if len(set(coerced)) != len(coerced):
+            raise ConfigError(f"grid item {item!r} repeats a value")
+        grid[key] = parts
+    return grid
+
+
+def _fmt(value: Any) -> str:
+    """A grid value as resolved: ``3.0 -> 3``, ``1e-05``, ``true``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def _grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    keys = sorted(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _base_overrides(spec: SweepSpec) -> dict[str, Any]:
+    clash = sorted(set(spec.overrides) & set(spec.grid))
+    if clash:
+        raise ConfigError(f"keys {clash} are both set (--set) and swept (--grid); pick one")
+    own = sorted(set(spec.overrides) & set(NOT_GRIDDABLE))
+    if own:
+        raise ConfigError(f"set {own[0]} with {NOT_GRIDDABLE[own[0]]}, not as an override")
+    base: dict[str, Any] = dict(spec.overrides)
+    for key in ("train_limit", "max_steps", "data_dir"):
+        if getattr(spec, key) is not None:
+            base[key] = getattr(spec, key)
+    return base
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Check that the train and dev files of ``cfg``'s task exist (without reading them).
+
+    Raises:
+        DataError: unknown task, missing GLUE folder, task folder or split file.
+    """
+    from steadytune.data import DataError, custom_file, get_task, glue_dir
+
+    if cfg.task.startswith("hub:"):
+        return
+    if cfg.task == "custom":
+        if not cfg.data_file:
+            raise DataError("task=custom needs data_file=<directory, file or {split} pattern>")
+        for split in ("train", "dev"):
+            custom_file(cfg.data_file, split)
+        return
+    spec = get_task(cfg.task)
+    root = glue_dir(cfg.data_dir)
+    for split in ("train", "dev"):
+        path = root / spec.glue_name / f"{split}.tsv"
+        if not path.is_file():
+            raise DataError(f"{path} not found: task {cfg.task} needs {spec.glue_name}/train.tsv and "
+                            f"{spec.glue_name}/dev.tsv under the GLUE folder {root} "
+                            "(pass --data-dir or set GLUE_DIR)")
+
+
+def expand(spec: SweepSpec) -> list[PlannedRun]:
+    """Resolve every run of ``spec``: seeds × tasks × models × recipes × grid points.
+
+    Seeds are the outer loop, so a study cut short holds balanced partial results.
+    Identical configurations collapse into one run.
+
+    Raises:
+        ConfigError: empty lists, unknown recipe or key, an invalid value.
+        DataError: unknown task or missing data files.
+        ModelError: a model that cannot be found.
+    """
+    from steadytune.models import model_type_of
+
+    for name in ("tasks", "models", "recipes", "seeds"):
+        if not getattr(spec, name):
+            raise ConfigError(f"the sweep has no {name}")
+    parse_grid([f"{k}={','.join(map(str, v))}" for k, v in spec.grid.items()])  # same checks as the CLI
+    base = _base_overrides(spec)
+    points = _grid_points(spec.grid)
+    families = {m: model_type_of(m) for m in spec.models}
+    runs: dict[str, PlannedRun] = {}
+    for seed, task, model, recipe, point in itertools.product(
+            spec.seeds, spec.tasks, spec.models, spec.recipes, points):
+        cfg = resolve_config(task=task, recipe=recipe, seed=seed, model=model,
+                             model_type=families[model], overrides={**base, **point})
+        label = ",".join(f"{k}={_fmt(getattr(cfg, k))}" for k in sorted(point))
+        run = PlannedRun(config_hash(cfg), cfg, label)
+        runs.setdefault(run.run_id, run)
+    checked: set[tuple[str, str | None, str | None]] = set()
+    for run in runs.values():
+        key = (run.cfg.task, run.cfg.data_dir, run.cfg.data_file)
+        if key not in checked:
+            check_data(run.cfg)
+            checked.add(key)
+    return list(runs.values())
+
+
+def _dry_run(planned: list[PlannedRun], store_path: Path) -> dict[str, Any]:
+    """The plan and what of it is done, read without writing (no file is created)."""
+    from steadytune.store import DONE, Study
+
+    statuses: dict[str, str] = {}
+    if store_path.exists():
+        with Study.open(store_path, readonly=True) as study:
+            statuses = study.statuses([r.run_id for r in planned])
+    groups: dict[tuple[str, str, str, str], Counter[str]] = {}
+    for run in planned:
+        tally = groups.setdefault((run.cfg.task, run.cfg.model, run.cfg.recipe, run.grid), Counter())
+        tally["runs"] += 1
+        tally["done"] += statuses.get(run.run_id) in DONE
+    rows = [{"task": t, "model": m, "recipe": r, "grid": g, "runs": c["runs"], "done": c["done"]}
+            for (t, m, r, g), c in groups.items()]
+    done = sum(row["done"] for row in rows)
+    return {"planned": len(planned), "done_before": done, "to_run": len(planned) - done,
+            "store": str(store_path), "dry_run": True, "groups": rows}
+
+
+def default_threads(executor: str, workers: int) -> int:
+    """Per-run CPU threads when the config leaves ``threads`` at 0.
+
+    Local: the cores shared by the workers (two PyTorch processes that each use every
+    core slow each other down several times). Ray: 1 per task; set ``threads`` to ask
+    for more. Results on CPU depend on the thread count, so set ``threads`` explicitly
+    to get the same numbers under every executor.
+    """
+    if executor == "ray":
+        return 1
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 1,
+              ray_address: str | None = None, dry_run: bool = False,
+              on_event: EventFn | None = None) -> dict[str, Any]:
+    """Run (or resume) a sweep into the study at ``store_path``.
+
+    Args:
+        spec: the sweep.
+        store_path: the study file; created if missing (not by a dry run).
+        executor: ``local`` (in-process, or a process pool when ``workers > 1``) or ``ray``.
+        workers: parallel local processes.
+        ray_address: an existing Ray cluster (None: start a local Ray for this sweep).
+        dry_run: only plan and count what is done; write nothing.
+        on_event: called with ``{"kind": "plan" | "start" | "finish", ...}`` dicts.
+
+    Returns:
+        Counts: ``planned``, ``done_before``, ``to_run``, and for a real run
+        ``finished``, ``diverged``, ``error``; plus ``store`` and (dry run) ``groups``.
+
+    Raises:
+        ConfigError, DataError, ModelError: a bad spec, before anything is written.
+        ExecutorError: ``ray`` without Ray installed, before anything is written.
+        StoreError: ``store_path`` is not a steadytune study.
+    """
+    from steadytune.executors import EXECUTORS, Job, check_executor
+    from steadytune.store import Study
+
+    check_executor(executor)
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    emit = on_event or (lambda event: None)
+    planned = expand(spec)
+    ids = [r.run_id for r in planned]
+    if dry_run:
+        return _dry_run(planned, Path(store_path))
+    threads = default_threads(executor, workers)
+    with Study.open(store_path, create=True) as study:
+        study.add_planned(planned)
+        todo = set(study.pending(ids))
+        jobs = [Job(r.run_id, r.cfg if r.cfg.threads else r.cfg.replace(threads=threads), r.grid)
+                for r in planned if r.run_id in todo]
+        counts: dict[str, Any] = {"planned": len(planned), "done_before": len(planned) - len(jobs),
+                                  "to_run": len(jobs), "store": str(store_path)}
+        emit({"kind": "plan", **counts})
+        tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "error": 0})
+        by_id = {job.run_id: job for job in jobs}
+
+        def on_start(run_id: str) -> None:
+            study.mark_running(run_id)
+            emit({"kind": "start", "run_id": run_id})
+
+        def on_done(outcome: Any) -> None:
+            event = _record(study, outcome, by_id[outcome.run_id])
+            tally[event["status"]] += 1
+            emit(event)
+
+        EXECUTORS[executor](jobs, on_start, on_done, workers=workers, ray_address=ray_address)
+    return {**counts, **tally}
+
+
+def _record(study: Any, outcome: Any, job: Any) -> dict[str, Any]:
+    """Write one outcome to the study; return the ``finish`` event describing it."""
+    cfg = job.cfg
+    event: dict[str, Any] = {"kind": "finish", "run_id": outcome.run_id, "task": cfg.task,
+                             "model": cfg.model, "recipe": cfg.recipe, "grid": job.grid,
+                             "seed": cfg.seed, "seconds": outcome.seconds, "error": outcome.error}
+    if outcome.result is None:
+        study.record_error(outcome.run_id, outcome.error or "unknown error", outcome.log)
+        return {**event, "status": "error", "metric": None, "value": None, "failed": True}
+    study.record_result(outcome.run_id, outcome.result, outcome.curves, outcome.diagnostics, outcome.log)
+    result = outcome.result
+    value = result["metrics"]["final"].get(result["metric"])
+    return {**event, "status": result["status"], "metric": result["metric"], "value": value,
+            "failed": bool(result["failed"])}
+
+
+__all__ = ["SweepSpec", "PlannedRun", "parse_seeds", "parse_grid", "expand", "check_data",
+           "default_threads", "run_sweep"]

@@ -1,0 +1,322 @@
+"""Seed sweeps: parsing, expansion, resume, errors, dry runs, and surviving SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from steadytune.cli import app
+from steadytune.config import ConfigError, config_hash
+from steadytune.data import DataError
+from steadytune.executors import execute_run
+from steadytune.models import ModelError
+from steadytune.store import Study
+from steadytune.sweep import SweepSpec, expand, parse_grid, parse_seeds, run_sweep
+
+FAST = {"threads": "1", "evals_per_epoch": "1"}
+
+
+def tiny_spec(model: Path, glue: Path, seeds=(1, 2), recipes=("devlin2019", "mosbach2021"), **kw) -> SweepSpec:
+    kw.setdefault("overrides", dict(FAST))
+    return SweepSpec(tasks=("rte",), models=(str(model),), recipes=recipes, seeds=seeds,
+                     max_steps=4, data_dir=str(glue), **kw)
+
+
+def test_parse_seeds():
+    assert parse_seeds("1-5") == (1, 2, 3, 4, 5)
+    assert parse_seeds("1,3,5") == (1, 3, 5)
+    assert parse_seeds("1-3,10, 2") == (1, 2, 3, 10)
+    assert len(parse_seeds("1-25")) == 25
+    for bad in ("", " ", "1-", "-3", "a", "1,,2", "5-1", "1.5"):
+        with pytest.raises(ConfigError, match="seed"):
+            parse_seeds(bad)
+
+
+def test_parse_grid():
+    assert parse_grid(["lr=1e-5,2e-5", "epochs=3,10"]) == {"lr": ["1e-5", "2e-5"], "epochs": ["3", "10"]}
+    with pytest.raises(ConfigError, match="valid keys: .*lr"):
+        parse_grid(["learning_rate=1e-5"])
+    for bad, words in ((["lr"], "key=value"), (["lr=1e-5,"], "empty"), (["lr=1e-5,1e-05"], "repeats"),
+                       (["lr=1", "lr=2"], "twice"), (["seed=1,2"], "--seeds"), (["epochs=x"], "expects float"),
+                       (["correct_bias=maybe"], "expects bool")):
+        with pytest.raises(ConfigError, match=words):
+            parse_grid(bad)
+
+
+def test_paper_ablation_expands_to_450_unique_runs(tiny_bert, tiny_glue):
+    grid = parse_grid(["lr=1e-5,2e-5,3e-5", "epochs=3,10,20", "correct_bias=true,false"])
+    spec = SweepSpec(tasks=("rte",), models=(str(tiny_bert),), recipes=("devlin2019",),
+                     seeds=parse_seeds("1-25"), grid=grid, data_dir=str(tiny_glue))
+    runs = expand(spec)
+    assert len(runs) == 450 == len({r.run_id for r in runs})
+    assert all(r.run_id == config_hash(r.cfg) for r in runs)
+    labels = {r.grid for r in runs}
+    assert len(labels) == 18 and "correct_bias=false,epochs=3,lr=1e-05" in labels
+    one = next(r for r in runs if r.grid == "correct_bias=true,epochs=20,lr=3e-05" and r.cfg.seed == 7)
+    assert (one.cfg.correct_bias, one.cfg.epochs, one.cfg.lr) == (True, 20.0, 3e-5)  # grid beats recipe
+    plain = expand(tiny_spec(tiny_bert, tiny_glue))
+    assert {r.grid for r in plain} == {""} and len(plain) == 4
+
+
+@pytest.mark.parametrize("change, error, words", [
+    ({"tasks": ("rtee",)}, DataError, "unknown task"),
+    ({"tasks": ("sst2",)}, DataError, "SST-2/train.tsv"),
+    ({"recipes": ("devlin2020",)}, ConfigError, "unknown recipe"),
+    ({"overrides": {"lr_rate": "1"}}, ConfigError, "valid keys"),
+    ({"grid": {"lr": ["fast"]}}, ConfigError, "expects float"),
+    ({"seeds": ()}, ConfigError, "no seeds"),
+    ({"data_dir": "/nonexistent/glue"}, DataError, "does not exist"),
+    ({"models": ("/nonexistent/model",)}, ModelError, "does not exist"),
+])
+def test_bad_specs_fail_before_anything_is_written(tiny_bert, tiny_glue, tmp_path, change, error, words):
+    base = tiny_spec(tiny_bert, tiny_glue)
+    spec = SweepSpec(**{**{k: getattr(base, k) for k in base.__dataclass_fields__}, **change})
+    with pytest.raises(error, match=words):
+        run_sweep(spec, tmp_path / "study.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bad_seed_range_exits_2_without_a_file(tiny_bert, tiny_glue, tmp_path):
+    for seeds in ("", "9-3"):
+        res = CliRunner().invoke(app, ["sweep", "--tasks", "rte", "--recipes", "devlin2019", "--seeds", seeds,
+                                       "--store", str(tmp_path / "s.db"), "--model", str(tiny_bert),
+                                       "--data-dir", str(tiny_glue)])
+        assert res.exit_code == 2 and "seed" in res.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture()
+def counted(monkeypatch):
+    """Count (and optionally break) calls of train_and_evaluate made by the executor."""
+    import steadytune.train as train
+
+    real, calls, broken = train.train_and_evaluate, [], set()
+
+    def fake(cfg, *args, **kwargs):
+        calls.append((cfg.recipe, cfg.seed))
+        if cfg.seed in broken:
+            raise DataError(f"broken data for seed {cfg.seed}")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_and_evaluate", fake)
+    return calls, broken
+
+
+def test_resume_skips_finished_runs(tiny_bert, tiny_glue, tmp_path, counted):
+    calls, _ = counted
+    store = tmp_path / "study.db"
+    events = []
+    out = run_sweep(tiny_spec(tiny_bert, tiny_glue), store, on_event=events.append)
+    assert (out["planned"], out["finished"] + out["diverged"], len(calls)) == (4, 4, 4)
+    assert [e["kind"] for e in events].count("finish") == 4 and events[0]["kind"] == "plan"
+    again = run_sweep(tiny_spec(tiny_bert, tiny_glue), store)
+    assert (again["done_before"], again["to_run"], len(calls)) == (4, 0, 4)
+    more = run_sweep(tiny_spec(tiny_bert, tiny_glue, seeds=(1, 2, 3)), store)
+    assert (more["done_before"], more["to_run"], len(calls)) == (4, 2, 6)
+    assert sorted(calls[4:]) == [("devlin2019", 3), ("mosbach2021", 3)]
+    with Study.open(store, readonly=True) as study:
+        table = study.runs_table()
+        assert len(table) == 6 and table["seed"].tolist().count(3) == 2
+        log = study.logs(table["run_id"].iloc[0])[0]
+        assert "start run" in log and "end run" in log
+
+
+def test_error_runs_are_recorded_and_retried(tiny_bert, tiny_glue, tmp_path, counted):
+    calls, broken = counted
+    store = tmp_path / "study.db"
+    broken.add(2)
+    out = run_sweep(tiny_spec(tiny_bert, tiny_glue), store)
+    assert (out["error"], out["finished"] + out["diverged"]) == (2, 2)  # the sweep went on
+    with Study.open(store, readonly=True) as study:
+        errors = study.runs_table(all_statuses=True).query("status == 'error'")
+        assert set(errors["seed"]) == {2}
+        row = study._conn.execute("SELECT error, attempts FROM runs WHERE status='error'").fetchone()
+        assert row == ("DataError: broken data for seed 2", 1)
+        assert "Traceback" in study.logs(errors["run_id"].iloc[0])[0]
+    broken.clear()
+    retry = run_sweep(tiny_spec(tiny_bert, tiny_glue), store)
+    assert (retry["to_run"], retry["error"], len(calls)) == (2, 0, 6)
+    with Study.open(store, readonly=True) as study:
+        assert set(study.statuses().values()) <= {"finished", "diverged"}
+        assert study._conn.execute("SELECT max(attempts) FROM runs").fetchone()[0] == 2
+
+
+def test_dry_run_writes_nothing(tiny_bert, tiny_glue, tmp_path):
+    store = tmp_path / "study.db"
+    plan = run_sweep(tiny_spec(tiny_bert, tiny_glue), store, dry_run=True)
+    assert (plan["planned"], plan["done_before"], plan["to_run"]) == (4, 0, 4)
+    assert not store.exists()
+    run_sweep(tiny_spec(tiny_bert, tiny_glue, seeds=(1,), recipes=("devlin2019",)), store)
+    before = hashlib.sha256(store.read_bytes()).hexdigest()
+    args = ["sweep", "--tasks", "rte", "--recipes", "devlin2019,mosbach2021", "--seeds", "1-3", "--store",
+            str(store), "--model", str(tiny_bert), "--data-dir", str(tiny_glue), "--max-steps", "4",
+            "--set", "threads=1", "--set", "evals_per_epoch=1", "--dry-run"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "6 runs planned, 1 already done, 5 to run" in res.stdout
+    assert hashlib.sha256(store.read_bytes()).hexdigest() == before
+
+
+# ------------------------------------------------------------------ subprocess tests
+
+
+def _sweep_cmd(store: Path, model: Path, glue: Path, seeds: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "steadytune.cli", "sweep", "--tasks", "rte", "--recipes",
+            "devlin2019,mosbach2021", "--seeds", seeds, "--store", str(store), "--model", str(model),
+            "--data-dir", str(glue), "--max-steps", "4", "--set", "threads=1", "--set", "evals_per_epoch=1",
+            *extra]
+
+
+def _start(cmd: list[str]) -> tuple[subprocess.Popen, queue.Queue]:
+    """Start ``cmd``; its stderr lines arrive on the queue (None at EOF)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, lines
+
+
+def _wait_for_finished_run(lines: queue.Queue, timeout: float = 120.0) -> bool:
+    """Block until the sweep prints a finished run; False if it ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        if line is None:
+            return False
+        if " seed " in line and line.rstrip().endswith("s"):
+            return True
+    raise TimeoutError("no run finished in time")
+
+
+def _done_rows(store: Path) -> dict[str, tuple]:
+    """run_id -> (result_json, curves rows) of done runs, read without writing."""
+    if not store.exists() or store.stat().st_size == 0:
+        return {}
+    conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name='runs'").fetchone():
+            return {}
+        done = dict(conn.execute("SELECT run_id, result_json FROM runs WHERE status IN ('finished','diverged')"))
+        curves: dict[str, list] = {r: [] for r in done}
+        for row in conn.execute("SELECT run_id, step, epoch, split, name, value FROM curves ORDER BY rowid"):
+            if row[0] in curves:
+                curves[row[0]].append(row[1:])
+        return {r: (done[r], tuple(curves[r])) for r in done}
+    finally:
+        conn.close()
+
+
+def test_sweep_survives_sigkill_at_random_points(tiny_bert, tiny_glue, tmp_path):
+    store = tmp_path / "study.db"
+    cmd = _sweep_cmd(store, tiny_bert, tiny_glue, "1-8")
+    rng = random.Random(20210503)
+    seen: dict[str, tuple] = {}
+    kills = tries = 0
+    while kills < 10 and tries < 20:
+        tries += 1
+        proc, lines = _start(cmd)
+        # Two kills in three land anywhere in start-up, study creation and planning (cheap);
+        # the third waits for a finished run and lands among runs and their transactions.
+        if tries % 3:
+            time.sleep(rng.uniform(0.2, 3.0))
+        elif _wait_for_finished_run(lines):
+            time.sleep(rng.uniform(0.0, 0.6))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=60)
+        now = _done_rows(store)
+        assert all(now[r] == seen[r] for r in seen), "a finished run changed after a kill"
+        seen.update(now)
+    assert kills >= 10
+    assert 0 < len(seen) < 16, "the kills should interrupt the sweep part-way"
+    proc, lines = _start(cmd)
+    assert proc.wait(timeout=180) == 0
+    final = _done_rows(store)
+    for run_id, rows in seen.items():  # byte-identical results and curves
+        assert final[run_id] == rows
+    spec = tiny_spec(tiny_bert, tiny_glue, seeds=parse_seeds("1-8"))
+    with Study.open(store, readonly=True) as study:
+        table = study.runs_table(all_statuses=True)
+        assert sorted(table["run_id"]) == sorted(r.run_id for r in expand(spec))
+        assert set(table["status"]) <= {"finished", "diverged"}
+        curves = study.curves_table()
+        assert not curves.duplicated(["run_id", "step", "split", "name"]).any()
+        assert curves.groupby("run_id").size().nunique() == 1  # same shape for every run
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            kids.append(int(status.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("State:\t", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_pool_workers_die_with_the_driver_and_match_in_process_runs(tiny_bert, tiny_glue, tmp_path):
+    store = tmp_path / "study.db"
+    proc, lines = _start(_sweep_cmd(store, tiny_bert, tiny_glue, "1-2", "--workers", "2"))
+    assert _wait_for_finished_run(lines)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), "pool workers outlived the driver"
+    by_pool = _done_rows(store)
+    assert by_pool
+    spec = tiny_spec(tiny_bert, tiny_glue, seeds=(1, 2))
+    out = run_sweep(spec, store)  # resume in-process
+    assert out["done_before"] >= 1 and out["done_before"] + out["to_run"] == 4
+    assert all(_done_rows(store)[r] == rows for r, rows in by_pool.items())
+    planned = {r.run_id: r for r in expand(spec)}
+    with Study.open(store, readonly=True) as study:
+        pooled = study.result(next(iter(by_pool)))
+    run_id = next(iter(by_pool))
+    local = execute_run(run_id, planned[run_id].cfg)
+    assert local.result["metrics"] == pooled.metrics
+    assert [tuple(r) for r in local.curves] == list(pooled.curves.itertuples(index=False, name=None))
+
+
+def test_unknown_or_missing_executor_fails_before_writing(tiny_bert, tiny_glue, tmp_path, monkeypatch):
+    from steadytune.executors import ExecutorError
+
+    with pytest.raises(ConfigError, match="unknown executor 'dask'"):
+        run_sweep(tiny_spec(tiny_bert, tiny_glue), tmp_path / "s.db", executor="dask")
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(ExecutorError, match=r"pip install 'steadytune\[ray\]'"):
+        run_sweep(tiny_spec(tiny_bert, tiny_glue), tmp_path / "s.db", executor="ray")
+    assert list(tmp_path.iterdir()) == []
