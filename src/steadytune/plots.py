@@ -185,7 +185,8 @@ def plot_boxplots(runs: pd.DataFrame, which: str = "final") -> Figure:
         Line2D([], [], color="tab:orange", label="median"),
         Line2D([], [], color="tab:red", ls=":", label="max"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, len(handles)),
+               fontsize=8, frameon=False)
     return fig
 
 
@@ -266,7 +267,8 @@ def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, which: str = 
     handles = [Line2D([], [], color=OK_COLOUR, lw=2, label="successful runs (thick: mean)"),
                Line2D([], [], color=FAILED_COLOUR, lw=2, label=f"failed runs ({which} checkpoint)"),
                Line2D([], [], color="tab:blue", ls=":", label="majority classifier")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, 3),
+               fontsize=8, frameon=False)
     return fig
 
 
@@ -312,5 +314,11 @@ def plot_expected_max(runs: pd.DataFrame, which: Sequence[str] = ("final", "best
         ax.legend(fontsize=8, loc="lower right")
     handles = [Line2D([], [], color="0.3", ls=s, label=f"{w} checkpoint") for w, s in zip(which, ("-", "--"))]
     handles.append(Line2D([], [], color="tab:blue", ls=":", label="majority classifier"))
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, len(handles)),
+               fontsize=8, frameon=False)
     return fig
+
+
+def _legend_columns(fig: Figure, n: int) -> int:
+    """Legend columns that fit the figure's width (about 1.4 inches per entry)."""
+    return max(1, min(n, int(fig.get_figwidth() / 1.4)))

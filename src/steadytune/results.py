@@ -14,6 +14,7 @@ import pandas as pd
 
 RESULT_FILE = "result.json"
 CURVES_FILE = "curves.csv"
+DIAGNOSTICS_FILE = "diagnostics.csv"
 
 
 def derive_seeds(seed: int) -> dict[str, int]:
@@ -84,11 +85,14 @@ class RunResult:
     data: dict[str, Any]
     model_info: dict[str, Any]
     curves: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    diagnostics: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    """Tidy ``step, group, name, value`` table from :mod:`steadytune.diagnostics` (may be empty)."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``result.json``); curves are stored separately."""
+        """The JSON form (``result.json``); curves and diagnostics are stored separately."""
         out = asdict(self)
         out.pop("curves")
+        out.pop("diagnostics")
         return _clean(out)
 
     @property
@@ -98,10 +102,17 @@ class RunResult:
         return float("nan") if value is None else float(value)
 
     def save(self, workdir: str | Path) -> Path:
-        """Write ``result.json`` and ``curves.csv`` into ``workdir``; returns the JSON path."""
+        """Write ``result.json``, ``curves.csv`` and ``diagnostics.csv`` (if any) into ``workdir``.
+
+        Returns the JSON path. An empty diagnostics table removes a stale ``diagnostics.csv``.
+        """
         out = Path(workdir)
         out.mkdir(parents=True, exist_ok=True)
         self.curves.to_csv(out / CURVES_FILE, index=False)
+        if len(self.diagnostics):
+            self.diagnostics.to_csv(out / DIAGNOSTICS_FILE, index=False)
+        else:
+            (out / DIAGNOSTICS_FILE).unlink(missing_ok=True)
         path = out / RESULT_FILE
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
@@ -109,24 +120,35 @@ class RunResult:
         return path
 
     @classmethod
-    def from_dict(cls, payload: dict[str, Any], curves: pd.DataFrame | None = None) -> "RunResult":
+    def from_dict(cls, payload: dict[str, Any], curves: pd.DataFrame | None = None,
+                  diagnostics: pd.DataFrame | None = None) -> "RunResult":
         """Rebuild a result from its JSON form."""
-        known = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload and k != "curves"}
-        return cls(**known, curves=curves if curves is not None else pd.DataFrame())
+        tables = ("curves", "diagnostics")
+        known = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload and k not in tables}
+        return cls(**known, curves=curves if curves is not None else pd.DataFrame(),
+                   diagnostics=diagnostics if diagnostics is not None else pd.DataFrame())
 
     @classmethod
     def load(cls, workdir: str | Path) -> "RunResult":
         """Read a result written by :meth:`save`."""
         out = Path(workdir)
         payload = json.loads((out / RESULT_FILE).read_text())
-        curves_path = out / CURVES_FILE
-        curves = pd.read_csv(curves_path) if curves_path.exists() else None
-        return cls.from_dict(payload, curves)
+        return cls.from_dict(payload, _read_table(out / CURVES_FILE), _read_table(out / DIAGNOSTICS_FILE))
+
+
+def _read_table(path: Path) -> pd.DataFrame | None:
+    """A CSV written by :meth:`RunResult.save`; None if absent, empty frame if it has no rows."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # an empty frame is written as a bare newline
+        return pd.DataFrame()
 
 
 def build_result(cfg: Any, data: Any, tracker: Any, model_info: dict[str, Any], seeds: dict[str, int],
                  status: str, error: str | None, steps: int, total: int, warmup: int,
-                 steps_per_epoch: int, wall: float) -> RunResult:
+                 steps_per_epoch: int, wall: float, diagnostics: pd.DataFrame | None = None) -> RunResult:
     """Assemble a :class:`RunResult` from the training loop's state."""
     from steadytune.metrics import is_failed
 
@@ -164,4 +186,5 @@ def build_result(cfg: Any, data: Any, tracker: Any, model_info: dict[str, Any], 
         },
         model_info=model_info,
         curves=tracker.curves(),
+        diagnostics=diagnostics if diagnostics is not None else pd.DataFrame(),
     )

@@ -157,6 +157,10 @@ def expected_max(values: np.ndarray, n: int | np.ndarray) -> float | np.ndarray:
     return float(result[0]) if n_arr.ndim == 0 else result.reshape(n_arr.shape)
 
 
+MIN_GROUP_SIZE = 3
+"""Fewest runs per group for Levene / Brown–Forsythe; fewer gives NaN."""
+
+
 def variance_tests(groups: dict[str, np.ndarray]) -> dict[str, float]:
     """Levene (center="mean") and Brown–Forsythe (center="median") tests of equal variance.
 
@@ -165,14 +169,15 @@ def variance_tests(groups: dict[str, np.ndarray]) -> dict[str, float]:
 
     Returns:
         ``{"levene_stat", "levene_p", "bf_stat", "bf_p", "n_groups"}``. With fewer than
-        2 groups, any group with fewer than 2 values, or all groups constant, the
-        statistics and p-values are NaN (no exception).
+        2 groups, any group with fewer than ``MIN_GROUP_SIZE`` values, or all groups
+        constant, the statistics and p-values are NaN (no exception). With two values a
+        group's absolute deviations are equal, so the test degenerates (F = inf, p = 0).
     """
     arrays = [np.asarray(g, dtype=np.float64).ravel() for g in groups.values()]
     arrays = [a[~np.isnan(a)] for a in arrays]
     out = dict.fromkeys(["levene_stat", "levene_p", "bf_stat", "bf_p"], math.nan)
     out["n_groups"] = float(len(arrays))
-    if len(arrays) < 2 or any(a.size < 2 for a in arrays):
+    if len(arrays) < 2 or any(a.size < MIN_GROUP_SIZE for a in arrays):
         return out
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)

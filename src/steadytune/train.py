@@ -4,6 +4,8 @@ The loop follows the paper's code (transformers 2.5.1 ``run_glue``-style): evalu
 at step 0, about ``evals_per_epoch`` times per epoch and at each epoch end; optimiser
 step then scheduler step (so the first update has lr 0); global-norm clipping before
 the step. It keeps both the final-checkpoint and the best-dev-checkpoint metrics.
+Every ``diag_every`` steps, before clipping, :class:`steadytune.diagnostics.Recorder`
+records gradient norms and head statistics (one host sync; training is unchanged).
 """
 
 from __future__ import annotations
@@ -135,7 +137,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
 
     Args:
         cfg: the fully resolved configuration (see :func:`steadytune.config.resolve_config`).
-        workdir: where ``result.json``, ``curves.csv`` and checkpoints go (None: nowhere).
+        workdir: where ``result.json``, ``curves.csv``, ``diagnostics.csv`` and checkpoints
+            go (None: nowhere).
         progress: called as ``progress(step, total_steps, info)`` after every step.
 
     Returns:
@@ -146,6 +149,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
         ConfigError, DataError, ModelError: invalid configuration, data or model.
     """
     from steadytune.data import batch_order, collate
+    from steadytune.diagnostics import Recorder
     from steadytune.models import load_config, load_model, load_tokenizer, uses_token_types
     from steadytune.optim import build_optimizer, linear_warmup_decay
 
@@ -172,6 +176,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
                                 betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                                 correct_bias=cfg.correct_bias, layer_lr_decay=cfg.layer_lr_decay)
     scheduler = linear_warmup_decay(optimizer, warmup, total)
+    diag = Recorder(model, optimizer, every=cfg.diag_every, max_grad_norm=cfg.max_grad_norm)
     eval_at = _eval_steps(steps_per_epoch, total, cfg.evals_per_epoch)
     keep_best = cfg.save_checkpoints in ("best", "both")
     tracker = _Tracker(data.metric)
@@ -185,8 +190,10 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
         for idx in batch_order(data.train_enc.lengths, cfg.batch_size, seeds["data_order"], epoch, cfg.batching):
             batch = {k: v.to(device, non_blocking=True) for k, v in collate(data.train_enc, idx, data.pad_id).items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = model(**batch).loss
+                out = model(**batch)
+            loss = out.loss
             loss.backward()
+            diag.record(step, out.logits)  # pre-clip; a no-op unless step % diag_every == 0
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             lr_now = optimizer.param_groups[-1]["lr"]
@@ -217,7 +224,7 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     from steadytune.results import build_result
 
     result = build_result(cfg, data, tracker, model_info, seeds, status, error, step, total,
-                          warmup, steps_per_epoch, time.perf_counter() - start)
+                          warmup, steps_per_epoch, time.perf_counter() - start, diag.frame())
     if workdir is not None:
         result.save(workdir)
         _save_checkpoints(cfg, model, tokenizer, tracker, Path(workdir), status)
