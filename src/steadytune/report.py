@@ -333,9 +333,12 @@ def write_report(study_path: str | Path, out_dir: str | Path, title: str | None 
         ids = runs.loc[runs["status"].isin(SCORED), "run_id"].tolist() if len(runs) else []
         curves = study.curves_table(run_ids=ids) if ids else pd.DataFrame(
             columns=["run_id", "step", "epoch", "split", "name", "value"])
+        diagnostics = study.diagnostics_table(run_ids=ids) if ids else pd.DataFrame()
     finally:
         close = getattr(study, "close", None)  # the store may or may not hold a connection
         if callable(close):
             close()
+    from steadytune.diagplots import diagnostic_sections
+
     return build_report(runs, curves, out_dir, title=title or "steadytune stability report",
-                        study_name=path.name)
+                        extra_sections=diagnostic_sections(runs, diagnostics), study_name=path.name)
