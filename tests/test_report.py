@@ -173,16 +173,20 @@ def test_write_report_reads_the_store(tables, tmp_path, monkeypatch):
 
     class FakeStudy:
         @classmethod
-        def open(cls, path, create=False):
-            calls["open"] = (Path(path), create)
+        def open(cls, path, create=False, readonly=False):
+            calls["open"] = (Path(path), create, readonly)
             return cls()
 
-        def runs_table(self):
+        def runs_table(self, all_statuses=False):
+            calls["all_statuses"] = all_statuses
             return runs
 
         def curves_table(self, run_ids=None):
             calls["ids"] = run_ids
             return curves[curves["run_id"].isin(run_ids)]
+
+        def diagnostics_table(self, run_ids=None):
+            return pd.DataFrame(columns=["run_id", "step", "group", "name", "value"])
 
         def close(self):
             calls["closed"] = True
@@ -191,7 +195,8 @@ def test_write_report_reads_the_store(tables, tmp_path, monkeypatch):
     db = tmp_path / "study.db"
     db.write_bytes(b"")
     page = write_report(db, tmp_path / "out").read_text()
-    assert calls["open"] == (db, False) and calls["closed"] and "x-7" not in calls["ids"]
+    assert calls["open"] == (db, False, True) and calls["closed"] and "x-7" not in calls["ids"]
+    assert calls["all_statuses"]  # pending/error runs are counted on the page
     assert "study.db" in page and "data:image/png;base64," in page
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "missing.db", tmp_path / "out2")

@@ -306,6 +306,15 @@ def report(
     typer.echo(str(path))
 
 
+# The paper's analyses (forgetting probe, loss surface, generalisation) live in their own
+# module to keep this one short; they are plain functions registered here.
+from steadytune import cli_analyses  # noqa: E402
+
+app.command("forgetting")(cli_analyses.forgetting)
+app.command("surface")(cli_analyses.surface)
+app.command("generalisation")(cli_analyses.generalisation)
+
+
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
 
