@@ -219,3 +219,16 @@ def test_renders_in_headless_chromium(report, tmp_path):
     pixels = imread(shot)[..., :3].reshape(-1, 3)
     colours = np.unique((pixels * 255).astype(np.uint8), axis=0)
     assert len(colours) > 50  # text, tables and plots, not a blank page
+
+
+def test_generalisation_sections(tables):
+    from steadytune.report import generalisation_sections
+
+    runs, curves = tables  # no `failed` column: it is derived from final and baseline
+    sections = generalisation_sections(runs, curves)
+    assert [t.split(":")[0] for t, _ in sections] == ["Generalisation (Fig. 8a)", "Generalisation (Fig. 8b)"] * 2
+    assert all(isinstance(fig, Figure) for _, fig in sections)
+    # equal training lengths: the first setting; its successful runs are the odd seeds
+    assert "rte, dev acc over training of 3 successful runs (bert-large&uncased devlin2019)" in sections[0][0]
+    assert "cola, final dev metric vs final training loss (18 runs)" in sections[3][0]
+    assert generalisation_sections(runs[runs["status"] == "pending"], curves) == []

@@ -150,6 +150,69 @@ def _print_plan(plan: dict) -> None:
                f"{plan['to_run']} to run (dry run: nothing written)")
 
 
+ExecutorOpt = Annotated[str, typer.Option(help="local or ray.")]
+RayOpt = Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: local Ray).")]
+WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+KeepOpt = Annotated[int, typer.Option(
+    "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "
+    "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")]
+
+
+def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address: Optional[str],
+           dry_run: bool, keep_checkpoints: int) -> None:
+    """Run (or plan) ``specs`` one after another into ``store``, printing progress to stderr."""
+    from collections import Counter
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from steadytune.sweep import run_sweep
+
+    err = Console(file=sys.stderr)  # bound now: runs redirect sys.stderr into their logs
+    many_models = len({m for spec in specs for m in spec.models}) > 1
+    totals: Counter[str] = Counter()
+    try:
+        # Plan every spec first (read-only): a bad one fails before anything is written.
+        plans = [run_sweep(spec, store, executor=executor, workers=workers, dry_run=True,
+                           keep_checkpoints=keep_checkpoints) for spec in specs]
+        if dry_run:
+            _print_plan({"store": str(store), "groups": [g for p in plans for g in p["groups"]],
+                         **{k: sum(p[k] for p in plans) for k in ("planned", "done_before", "to_run")}})
+            return
+        columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False) as bar:
+            job = bar.add_task("runs", total=sum(p["to_run"] for p in plans))
+
+            def on_event(event: dict) -> None:
+                if event["kind"] == "plan":
+                    err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
+                              f"{event['to_run']} to run -> {event['store']}")
+                elif event["kind"] == "finish":
+                    bar.advance(job)
+                    err.print(_finish_line(event, many_models), highlight=False)
+
+            for spec in specs:
+                out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
+                                on_event=on_event, keep_checkpoints=keep_checkpoints)
+                totals.update({k: out.get(k, 0) for k in ("finished", "diverged", "error", "done_before",
+                                                          "checkpoints")})
+    except _study_errors() as exc:
+        _fail(exc)
+        return
+    err.print(f"done: {totals['finished']} finished, {totals['diverged']} diverged, {totals['error']} errors "
+              f"({totals['done_before']} were already done)")
+    if keep_checkpoints:
+        from steadytune.checkpoints import checkpoint_root
+
+        err.print(f"checkpoints kept: {totals['checkpoints']} in {checkpoint_root(store)} "
+                  "(listed by Study.checkpoints())")
+    typer.echo(str(store))
+    if totals["error"]:
+        err.print("[bold red]some runs raised errors[/]; their logs are in the study; rerun to retry them")
+        raise typer.Exit(code=1)
+
+
 @app.command()
 def sweep(
     tasks: Annotated[str, typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.")],
@@ -162,51 +225,78 @@ def sweep(
     grid: Annotated[Optional[list[str]], typer.Option(help="Sweep a key: key=v1,v2 (repeatable).")] = None,
     train_limit: Annotated[Optional[int], typer.Option(help="Down-sample training data to N examples.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
-    executor: Annotated[str, typer.Option(help="local or ray.")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: local Ray).")] = None,
-    workers: Annotated[int, typer.Option(help="Parallel local worker processes.")] = 1,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    executor: ExecutorOpt = "local",
+    ray_address: RayOpt = None,
+    workers: WorkersOpt = 1,
+    dry_run: DryRunOpt = False,
+    keep_checkpoints: KeepOpt = 0,
 ) -> None:
     """Run (or resume) a seed sweep into a study; finished runs are never redone."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from steadytune.config import DEFAULT_MODEL, parse_assignments
-    from steadytune.sweep import SweepSpec, parse_grid, parse_seeds, run_sweep
+    from steadytune.sweep import SweepSpec, parse_grid, parse_seeds
 
-    err = Console(file=sys.stderr)  # bound now: runs redirect sys.stderr into their logs
     try:
         spec = SweepSpec(tasks=_split(tasks), models=model or [DEFAULT_MODEL], recipes=_split(recipes),
                          seeds=parse_seeds(seeds), overrides=parse_assignments(set_), grid=parse_grid(grid),
                          train_limit=train_limit, max_steps=max_steps, data_dir=data_dir)
-        columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False,
-                      disable=dry_run) as bar:
-            job = bar.add_task("runs", total=None)
-
-            def on_event(event: dict) -> None:
-                if event["kind"] == "plan":
-                    bar.update(job, total=event["to_run"])
-                    err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
-                              f"{event['to_run']} to run -> {event['store']}")
-                elif event["kind"] == "finish":
-                    bar.advance(job)
-                    err.print(_finish_line(event, len(spec.models) > 1), highlight=False)
-
-            out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
-                            dry_run=dry_run, on_event=on_event)
     except _study_errors() as exc:
         _fail(exc)
         return
-    if dry_run:
-        _print_plan(out)
+    _drive([spec], store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
+           keep_checkpoints=keep_checkpoints)
+
+
+def _list_experiments() -> None:
+    from steadytune.experiments import EXPERIMENTS, describe
+
+    for name in EXPERIMENTS:
+        typer.echo(f"{name:16s} {describe(name)}")
+
+
+@app.command()
+def experiments() -> None:
+    """List the paper's experiments that `steadytune experiment NAME` runs."""
+    _list_experiments()
+
+
+@app.command()
+def experiment(
+    name: Annotated[Optional[str], typer.Argument(help="Experiment: table1, downsampling, bias_correction, "
+                                                       "ablation (see --list).")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="The study file (SQLite), created if missing.")] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds: 1-25, 1,3,5 or 1-5,10.")] = "1-25",
+    model: Annotated[Optional[list[str]], typer.Option(help="Model (repeatable); default minilm.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="GLUE directory (default $GLUE_DIR).")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks instead of the paper's.")] = None,
+    set_: SetOpt = None,
+    train_limit: Annotated[Optional[int], typer.Option(help="Down-sample every run to N examples "
+                                                            "(a cheaper version; not for downsampling).")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayOpt = None,
+    workers: WorkersOpt = 1,
+    dry_run: DryRunOpt = False,
+    keep_checkpoints: KeepOpt = 0,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+) -> None:
+    """Run (or resume) one of the paper's experiments: all its sweeps into one study."""
+    from steadytune.config import DEFAULT_MODEL, ConfigError, parse_assignments
+    from steadytune.experiments import experiment_specs
+    from steadytune.sweep import parse_seeds
+
+    if list_:
+        _list_experiments()
         return
-    err.print(f"done: {out['finished']} finished, {out['diverged']} diverged, {out['error']} errors "
-              f"({out['done_before']} were already done)")
-    typer.echo(str(store))
-    if out["error"]:
-        err.print("[bold red]some runs raised errors[/]; their logs are in the study; rerun to retry them")
-        raise typer.Exit(code=1)
+    try:
+        if name is None or store is None:
+            raise ConfigError("give an experiment NAME and --store STUDY.db (see `steadytune experiment --list`)")
+        specs = experiment_specs(name, seeds=parse_seeds(seeds), model=model or [DEFAULT_MODEL],
+                                 data_dir=data_dir, tasks=_split(tasks) if tasks else None,
+                                 overrides=parse_assignments(set_), train_limit=train_limit)
+    except _study_errors() as exc:
+        _fail(exc)
+        return
+    _drive(specs, store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
+           keep_checkpoints=keep_checkpoints)
 
 
 def _wide_console() -> Console:

@@ -10,6 +10,10 @@ driver process, which writes the study; workers only compute and return plain da
   and uses its share of the cores.
 * ``ray`` — one Ray task per run, on an existing cluster (``ray_address``) or on a
   local Ray started and shut down for the sweep. Ray is an optional extra.
+
+A job with a ``checkpoint_dir`` also saves its final model there (see
+:mod:`steadytune.checkpoints`); with Ray on several machines that folder must be on a
+file system every node shares.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -28,6 +33,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from steadytune.config import RunConfig
@@ -46,6 +52,8 @@ class Job:
     run_id: str
     cfg: RunConfig
     grid: str = ""
+    checkpoint_dir: str | None = None
+    """Save the final model into ``<checkpoint_dir>/final`` (None: save nothing)."""
 
 
 @dataclass
@@ -93,12 +101,37 @@ def _capture(buf: io.StringIO) -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-def execute_run(run_id: str, cfg: RunConfig) -> Outcome:
+def _train_saving(cfg: RunConfig, workdir: Path) -> Any:
+    """Train ``cfg`` and save its final model into ``workdir/final``; same run, same record.
+
+    The checkpoint is a side effect of the sweep, not part of the run: ``save_checkpoints``
+    is part of the config hash, so the config is changed only for the call, and the
+    returned result (and the ``result.json`` beside the model) keep the planned value.
+    Saving does not touch the RNG streams or the weights, so the numbers are the same.
+    """
+    from steadytune.train import train_and_evaluate
+
+    shutil.rmtree(workdir, ignore_errors=True)  # the leftover of an attempt that was killed
+    saving = {"none": "final", "best": "both"}.get(cfg.save_checkpoints, cfg.save_checkpoints)
+    result = train_and_evaluate(cfg.replace(save_checkpoints=saving), workdir)
+    result.config["save_checkpoints"] = cfg.save_checkpoints
+    result.save(workdir)
+    return result
+
+
+def execute_run(run_id: str, cfg: RunConfig, checkpoint_dir: str | None = None) -> Outcome:
     """Train and evaluate one configuration, capturing its log; never raises for the run.
 
     Any exception becomes an :class:`Outcome` with ``result=None`` and the message
     (config, data and model errors as they are; anything else with its type and the
     traceback in the log), so one bad run does not end a sweep.
+
+    Args:
+        run_id: the planned run's id (recorded as is).
+        cfg: its configuration.
+        checkpoint_dir: also save the final model to ``<checkpoint_dir>/final`` (with
+            ``result.json`` and ``curves.csv``); the folder is emptied first. The
+            result is the same as without it.
     """
     from steadytune.train import train_and_evaluate
 
@@ -109,7 +142,10 @@ def execute_run(run_id: str, cfg: RunConfig) -> Outcome:
     outcome = Outcome(run_id, None)
     with _capture(buf):
         try:
-            result = train_and_evaluate(cfg)
+            if checkpoint_dir is None:
+                result = train_and_evaluate(cfg)
+            else:
+                result = _train_saving(cfg, Path(checkpoint_dir))
         except Exception as exc:  # noqa: BLE001 - the sweep must survive any one run
             outcome.error = f"{type(exc).__name__}: {exc}"
             buf.write(traceback.format_exc())
@@ -162,7 +198,7 @@ def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: i
     if workers <= 1:
         for job in jobs:
             on_start(job.run_id)
-            on_done(execute_run(job.run_id, job.cfg))
+            on_done(execute_run(job.run_id, job.cfg, job.checkpoint_dir))
         return
     import multiprocessing
 
@@ -188,7 +224,7 @@ def _drain(pool: ProcessPoolExecutor, queue: deque[Job], workers: int, on_start:
         while queue and not is_broken and len(inflight) < workers:
             job = queue.popleft()
             on_start(job.run_id)
-            inflight[pool.submit(execute_run, job.run_id, job.cfg)] = job
+            inflight[pool.submit(execute_run, job.run_id, job.cfg, job.checkpoint_dir)] = job
         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
         for future in done:
             job = inflight.pop(future)
@@ -255,7 +291,7 @@ def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int
             gpus = 1 if has_gpu and job.cfg.device != "cpu" else 0
             on_start(job.run_id)
             ref = remote.options(num_cpus=min(max(1, job.cfg.threads), max_cpus),
-                                 num_gpus=gpus).remote(job.run_id, job.cfg)
+                                 num_gpus=gpus).remote(job.run_id, job.cfg, job.checkpoint_dir)
             pending[ref] = job
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

@@ -188,8 +188,9 @@ def load_model(cfg: Any, num_labels: int, head_seed: int) -> tuple[nn.Module, di
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
+        # fp32 master weights whatever the checkpoint's dtype (an fp16 copy trains in fp32).
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(cfg.model), config=model_config, output_loading_info=True
+            resolve_model_path(cfg.model), config=model_config, output_loading_info=True, dtype=torch.float32
         )
     except Exception as exc:
         raise _load_error(cfg.model, exc) from None

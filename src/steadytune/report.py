@@ -30,7 +30,7 @@ from steadytune.plots import (SCORED, group_labels, plot_boxplots, plot_expected
                               plot_learning_curves, scored_runs)
 from steadytune.stats import compare_recipes, failed_mask, summarize
 
-__all__ = ["Section", "build_report", "write_report"]
+__all__ = ["Section", "build_report", "write_report", "generalisation_sections"]
 
 Section = tuple[str, Union[str, Figure, pd.DataFrame]]
 STATUSES = ("finished", "diverged", "error", "pending", "running")
@@ -340,5 +340,56 @@ def write_report(study_path: str | Path, out_dir: str | Path, title: str | None 
             close()
     from steadytune.diagplots import diagnostic_sections
 
+    extra = [*diagnostic_sections(runs, diagnostics), *generalisation_sections(runs, curves)]
     return build_report(runs, curves, out_dir, title=title or "steadytune stability report",
-                        extra_sections=diagnostic_sections(runs, diagnostics), study_name=path.name)
+                        extra_sections=extra, study_name=path.name)
+
+
+def generalisation_sections(runs: pd.DataFrame, curves: pd.DataFrame, max_runs: int = 10) -> list[Section]:
+    """Report sections for the paper's Fig. 8, per task, from stored runs and curves.
+
+    * Fig. 8a: the dev metric over training of up to ``max_runs`` successful runs (lowest
+      seeds) of the task's longest-trained setting (model, recipe, grid point), as the
+      paper shows 10 successful runs of its 20-epoch recipe.
+    * Fig. 8b: final dev metric against final training loss of every finished or
+      diverged run of the task (diverged runs have no dev value and are not drawn).
+
+    Args:
+        runs: the runs table (any statuses; only finished/diverged runs are used). A
+            missing ``failed`` column is derived (final <= majority baseline, or not finished).
+        curves: ``run_id, step, epoch, split, name, value``.
+        max_runs: the most runs drawn in Fig. 8a.
+
+    Returns:
+        ``(title, Figure)`` pairs; empty without finished runs that have curves.
+    """
+    from steadytune.generalisation import (dev_over_training, dev_vs_train_loss, plot_dev_over_training,
+                                           plot_dev_vs_train_loss)
+
+    if runs.empty or curves.empty or not (runs["status"] == "finished").any():
+        return []
+    done = runs[runs["status"].isin(SCORED)].copy()
+    if "failed" not in done.columns:
+        done["failed"] = failed_mask(pd.to_numeric(done["final"], errors="coerce").to_numpy(float),
+                                     pd.to_numeric(done["baseline"], errors="coerce").to_numpy(float))
+    done["failed"] = done["failed"].fillna(True).astype(bool) | (done["status"] != "finished")
+    for col in ("model", "grid"):
+        done[col] = done[col].fillna("") if col in done.columns else ""
+    sections: list[Section] = []
+    for task in dict.fromkeys(done["task"]):
+        mine = done[done["task"] == task]
+        over = dev_over_training(mine, curves).merge(mine[["run_id", "model", "grid"]], on="run_id")
+        if len(over):
+            longest = over.groupby(["model", "recipe", "grid"], sort=False)["step"].max().idxmax()
+            model, recipe, grid = longest
+            pick = over[(over["model"] == model) & (over["recipe"] == recipe) & (over["grid"] == grid)]
+            seeds = sorted(pick["seed"].unique())[:max_runs]
+            pick = pick[pick["seed"].isin(seeds)].assign(run_id=lambda d: "seed " + d["seed"].astype(str))
+            setting = " ".join(str(x) for x in (Path(model).name, recipe, grid) if x)
+            sections.append((f"Generalisation (Fig. 8a): {task}, dev {pick['metric'].iloc[0]} over training of "
+                             f"{len(seeds)} successful runs ({setting})", plot_dev_over_training(pick)))
+        versus = dev_vs_train_loss(mine, curves)
+        if versus["train_loss"].notna().any():
+            sections.append((f"Generalisation (Fig. 8b): {task}, final dev metric vs final training loss "
+                             f"({len(versus)} runs)", plot_dev_vs_train_loss(versus)))
+    return sections

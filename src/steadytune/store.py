@@ -10,6 +10,9 @@ or the new one, never half a run. WAL journaling lets readers (``summary``, repo
 while a sweep writes; every write is a short ``BEGIN IMMEDIATE`` transaction retried
 when another writer holds the lock.
 
+Sweeps run with ``--keep-checkpoints`` also list the model checkpoints they kept in
+``checkpoints`` (see :mod:`steadytune.checkpoints`).
+
 Run statuses: ``pending`` (planned), ``running`` (handed to an executor), ``finished``,
 ``diverged`` (NaN loss; a result, counted as failed), ``error`` (the run raised; it is
 retried on resume). ``running`` rows found on resume were in flight when the study
@@ -45,6 +48,16 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _RETRIES = 60
 _CHUNK = 500
 
+CHECKPOINT_COLUMNS = ["run_id", "path", "failed", "task", "model", "recipe", "grid", "seed"]
+"""Columns of :meth:`Study.checkpoints`."""
+# Added after schema version 1 shipped; older studies get it on their first checkpoint
+# write (CREATE IF NOT EXISTS), and readers treat a missing table as "no checkpoints".
+_CHECKPOINTS_TABLE = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
+    path TEXT NOT NULL, failed INTEGER NOT NULL, created_at TEXT NOT NULL);
+"""
+
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -66,7 +79,7 @@ CREATE TABLE IF NOT EXISTS logs (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     attempt INTEGER NOT NULL, text TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS logs_run ON logs(run_id);
-"""
+""" + _CHECKPOINTS_TABLE
 
 T = TypeVar("T")
 
@@ -294,6 +307,26 @@ class Study:
 
         self._write(write)
 
+    def set_checkpoints(self, scope: Iterable[str], kept: dict[str, tuple[str, bool]]) -> None:
+        """Make ``kept`` the checkpoints listed for the runs in ``scope`` (one transaction).
+
+        Args:
+            scope: run ids whose rows are replaced; rows of other runs are left alone.
+            kept: ``run_id -> (path, failed)``; a relative path is relative to the
+                folder of the study file.
+        """
+        drop = [(r,) for r in set(scope) - set(kept)]
+        rows = [(r, str(path), int(bool(failed)), _now()) for r, (path, failed) in kept.items()]
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(_CHECKPOINTS_TABLE)
+            conn.executemany("DELETE FROM checkpoints WHERE run_id=?", drop)
+            conn.executemany("INSERT INTO checkpoints (run_id, path, failed, created_at) VALUES (?, ?, ?, ?) "
+                             "ON CONFLICT(run_id) DO UPDATE SET path=excluded.path, failed=excluded.failed",
+                             rows)
+
+        self._write(write)
+
     # ------------------------------------------------------------------ reads
     def statuses(self, run_ids: Iterable[str] | None = None) -> dict[str, str]:
         """``run_id -> status`` for ``run_ids`` (None: every run); unknown ids are left out."""
@@ -347,6 +380,27 @@ class Study:
         parts = [p for p in parts if len(p)]
         df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
         df["value"] = pd.to_numeric(df["value"], errors="coerce").astype("float64")
+        return df
+
+    def checkpoints(self) -> pd.DataFrame:
+        """The model checkpoints a sweep kept (``--keep-checkpoints``), one row per run.
+
+        Returns:
+            ``CHECKPOINT_COLUMNS``: ``path`` is the absolute ``save_pretrained`` folder
+            (loadable with ``AutoModelForSequenceClassification.from_pretrained``),
+            ``failed`` the run's verdict; sorted by task, model, recipe, grid, failed, seed.
+            Empty for a study without checkpoints.
+        """
+        has = self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='checkpoints'")
+        if has.fetchone() is None:
+            return pd.DataFrame(columns=CHECKPOINT_COLUMNS)
+        df = pd.read_sql_query(
+            "SELECT c.run_id, c.path, c.failed, r.task, r.model, r.recipe, r.grid, r.seed FROM checkpoints c "
+            "JOIN runs r USING (run_id) ORDER BY r.task, r.model, r.recipe, r.grid, c.failed, r.seed",
+            self._conn)
+        base = self.path.resolve().parent
+        df["path"] = [str(base / p) for p in df["path"]]  # absolute paths stay as they are
+        df["failed"] = df["failed"].astype(bool)
         return df
 
     def logs(self, run_id: str) -> list[str]:
@@ -456,4 +510,5 @@ def _write_table(df: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-__all__ = ["Study", "StoreError", "DONE", "STATUSES", "RUN_COLUMNS", "CURVE_COLUMNS", "DIAG_COLUMNS"]
+__all__ = ["Study", "StoreError", "DONE", "STATUSES", "RUN_COLUMNS", "CURVE_COLUMNS", "DIAG_COLUMNS",
+           "CHECKPOINT_COLUMNS"]

@@ -5,7 +5,9 @@ resolves every run's configuration up front, so a typo fails before anything is
 written. :func:`run_sweep` adds the plan to a study (:mod:`steadytune.store`), runs what
 is not done yet on an executor (:mod:`steadytune.executors`) and records each result as
 it arrives. Running the same sweep again resumes it: finished and diverged runs are
-skipped, runs that errored or were in flight when the driver died are redone.
+skipped, runs that errored or were in flight when the driver died are redone. With
+``keep_checkpoints=K`` the driver also keeps at most K failed and K successful models
+per group (:mod:`steadytune.checkpoints`).
 """
 
 from __future__ import annotations
@@ -238,7 +240,7 @@ def default_threads(executor: str, workers: int) -> int:
 
 def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 1,
               ray_address: str | None = None, dry_run: bool = False,
-              on_event: EventFn | None = None) -> dict[str, Any]:
+              on_event: EventFn | None = None, keep_checkpoints: int = 0) -> dict[str, Any]:
     """Run (or resume) a sweep into the study at ``store_path``.
 
     Args:
@@ -249,32 +251,48 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         ray_address: an existing Ray cluster (None: start a local Ray for this sweep).
         dry_run: only plan and count what is done; write nothing.
         on_event: called with ``{"kind": "plan" | "start" | "finish", ...}`` dicts.
+        keep_checkpoints: K > 0: every run saves its final model under
+            ``<study>.checkpoints/<run_id>/`` and, after each recorded run, at most K
+            failed and K successful checkpoints per (task, model, recipe, grid) are kept,
+            those of the lowest seeds (:mod:`steadytune.checkpoints`); they are listed
+            by ``Study.checkpoints()``. 0 (default): save none, touch none. The run ids
+            and results are the same either way.
 
     Returns:
         Counts: ``planned``, ``done_before``, ``to_run``, and for a real run
-        ``finished``, ``diverged``, ``error``; plus ``store`` and (dry run) ``groups``.
+        ``finished``, ``diverged``, ``error`` (and ``checkpoints``, the number kept for
+        the sweep's groups, when ``keep_checkpoints`` > 0); plus ``store`` and (dry run)
+        ``groups``.
 
     Raises:
         ConfigError, DataError, ModelError: a bad spec, before anything is written.
         ExecutorError: ``ray`` without Ray installed, before anything is written.
         StoreError: ``store_path`` is not a steadytune study.
     """
+    from steadytune.checkpoints import checkpoint_root, prune_checkpoints
     from steadytune.executors import EXECUTORS, Job, check_executor
     from steadytune.store import Study
 
     check_executor(executor)
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
+    if keep_checkpoints < 0:
+        raise ConfigError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
     emit = on_event or (lambda event: None)
     planned = expand(spec)
     ids = [r.run_id for r in planned]
     if dry_run:
         return _dry_run(planned, Path(store_path))
     threads = default_threads(executor, workers)
+    root = checkpoint_root(store_path).resolve() if keep_checkpoints else None
+    groups = {(r.cfg.task, r.cfg.model, r.cfg.recipe, r.grid) for r in planned}
     with Study.open(store_path, create=True) as study:
         study.add_planned(planned)
+        if root is not None:  # first clean up after a sweep that was killed
+            prune_checkpoints(study, keep_checkpoints, groups, root)
         todo = set(study.pending(ids))
-        jobs = [Job(r.run_id, r.cfg if r.cfg.threads else r.cfg.replace(threads=threads), r.grid)
+        jobs = [Job(r.run_id, r.cfg if r.cfg.threads else r.cfg.replace(threads=threads), r.grid,
+                    checkpoint_dir=None if root is None else str(root / r.run_id))
                 for r in planned if r.run_id in todo]
         counts: dict[str, Any] = {"planned": len(planned), "done_before": len(planned) - len(jobs),
                                   "to_run": len(jobs), "store": str(store_path)}
@@ -287,11 +305,17 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
             emit({"kind": "start", "run_id": run_id})
 
         def on_done(outcome: Any) -> None:
-            event = _record(study, outcome, by_id[outcome.run_id])
+            job = by_id[outcome.run_id]
+            event = _record(study, outcome, job)
+            if root is not None:  # after the record: a kill in between leaves a folder the next prune judges
+                prune_checkpoints(study, keep_checkpoints, [(job.cfg.task, job.cfg.model, job.cfg.recipe,
+                                                             job.grid)], root)
             tally[event["status"]] += 1
             emit(event)
 
         EXECUTORS[executor](jobs, on_start, on_done, workers=workers, ray_address=ray_address)
+        if root is not None:
+            counts["checkpoints"] = len(prune_checkpoints(study, keep_checkpoints, groups, root))
     return {**counts, **tally}
 
 

@@ -65,7 +65,7 @@ def prepare_data(cfg: RunConfig, tokenizer: Any, use_token_types: bool) -> _Data
                  regression, metric, kind, float(baseline), int(pad_id))
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: torch.nn.Module, data: _Data, cfg: RunConfig, device: torch.device) -> dict[str, float]:
     """Dev metrics (and mean dev loss) of ``model`` in eval mode, in length-sorted batches."""
     from steadytune.data import collate, eval_batches
