@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/steadytune sweep --tasks rte --recipes devlin2019,mosbach2021 --seeds 1-3 \
-		--train-limit 128 --set evals_per_epoch=1 --workers 2 --store $(OUT)/study.db
+		--train-limit 64 --set dev_limit=128 --set evals_per_epoch=1 --store $(OUT)/study.db
 	$(BIN)/steadytune summary $(OUT)/study.db
 	$(BIN)/steadytune report $(OUT)/study.db --out $(OUT)/report
 	@echo "report: $(OUT)/report/index.html"

@@ -97,8 +97,9 @@ def test_task_metrics_and_baselines(tiny_bert, tiny_glue, task, metric):
 
 
 def test_train_limit_and_checkpoints(tiny_bert, tiny_glue, tmp_path):
-    res = train_and_evaluate(_cfg(tiny_bert, tiny_glue, train_limit=20, save_checkpoints="both", max_steps=4), tmp_path)
-    assert res.data["n_train"] == 20
+    res = train_and_evaluate(_cfg(tiny_bert, tiny_glue, train_limit=20, dev_limit=10, save_checkpoints="both",
+                                  max_steps=4), tmp_path)
+    assert res.data["n_train"] == 20 and res.data["n_dev"] == 10
     from transformers import AutoModelForSequenceClassification
 
     for name in ("final", "best"):

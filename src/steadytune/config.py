@@ -57,6 +57,8 @@ class RunConfig:
     """Seed of the down-sampling; fixed by default so all run seeds share one subset."""
     stratify: bool = True
     """Keep the label proportions when down-sampling (classification tasks)."""
+    dev_limit: int = 0
+    """Evaluate on a seeded, stratified subset of this many dev examples (0 = all)."""
     max_length: int = 128
     """Maximum tokens per example; pairs are truncated longest-first."""
     segment_ids: str = "correct"
@@ -253,7 +255,7 @@ def _validate(cfg: RunConfig) -> None:
     for key in positive:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(cfg, key)!r}")
-    non_negative = ("epochs", "max_steps", "train_limit", "weight_decay", "max_grad_norm",
+    non_negative = ("epochs", "max_steps", "train_limit", "dev_limit", "weight_decay", "max_grad_norm",
                     "reinit_layers", "evals_per_epoch", "diag_every", "threads", "head_init_std")
     for key in non_negative:
         if getattr(cfg, key) < 0:

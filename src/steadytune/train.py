@@ -55,6 +55,8 @@ def prepare_data(cfg: RunConfig, tokenizer: Any, use_token_types: bool) -> _Data
     regression = train.is_regression
     if cfg.train_limit:
         train = downsample(train, cfg.train_limit, cfg.train_limit_seed, stratify=cfg.stratify and not regression)
+    if cfg.dev_limit:  # quick studies: a fixed subset, the same for every run seed
+        dev = downsample(dev, cfg.dev_limit, cfg.train_limit_seed, stratify=cfg.stratify and not regression)
     task = get_task(cfg.task) if cfg.task != "custom" else None
     metric = cfg.metric or (task.metric if task else ("pearson" if regression else "acc"))
     kind = metric_kind(metric)
