@@ -50,3 +50,20 @@ def test_report_from_a_real_tiny_study(tiny_bert, tiny_glue, tmp_path):
     assert out["finished"] + out["diverged"] == 6
     html = write_report(tmp_path / "s.db", tmp_path / "report").read_text()
     assert "Table 1" in html and "Bias-correction factor" in html and "data:image/png;base64," in html
+
+
+def test_analysis_sections_from_stored_tables(tmp_path):
+    import pytest
+
+    from steadytune.report import analysis_sections
+
+    folder = tmp_path / "probe"
+    folder.mkdir()
+    rows = [(k, "finetuned", 500.0 - 15 * k, "run-a") for k in range(7)] + [(6, "pretrained", 411.0, "run-a")]
+    pd.DataFrame(rows, columns=["k", "embeddings", "perplexity", "model"]).to_csv(folder / "forgetting.csv", index=False)
+    grid = [(a, b, 0.69 + 0.01 * (a - b) ** 2, 0.5) for a in (-0.5, 0.0, 0.5, 1.0, 1.5) for b in (-0.5, 0.0, 0.5, 1.0, 1.5)]
+    pd.DataFrame(grid, columns=["alpha", "beta", "loss", "acc"]).to_csv(folder / "surface.csv", index=False)
+    titles = [title for title, _ in analysis_sections([folder])]
+    assert titles[0].startswith("Forgetting probe") and titles[1].startswith("Loss surface")
+    with pytest.raises(FileNotFoundError, match="neither"):
+        analysis_sections([tmp_path])

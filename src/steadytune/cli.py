@@ -384,12 +384,14 @@ def report(
     study: Annotated[Path, typer.Argument(help="The study file.")],
     out: Annotated[Path, typer.Option(help="Output directory for index.html and figures/.")] = Path("report"),
     title: Annotated[Optional[str], typer.Option(help="Page title.")] = None,
+    analyses: Annotated[Optional[list[Path]], typer.Option(
+        "--analysis", help="Output folder of `steadytune forgetting` or `surface` to include (repeatable).")] = None,
 ) -> None:
     """Write the stability report (Table 1, box plots, curves, diagnostics) as HTML."""
     from steadytune.report import write_report
 
     try:
-        path = write_report(study, out, title=title)
+        path = write_report(study, out, title=title, analyses=analyses or [])
     except _study_errors() as exc:
         _fail(exc)
         return

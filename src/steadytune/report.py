@@ -307,13 +307,45 @@ def build_report(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
     return path
 
 
-def write_report(study_path: str | Path, out_dir: str | Path, title: str | None = None) -> Path:
+def analysis_sections(folders: Sequence[str | Path]) -> list[Section]:
+    """Sections for stored forgetting-probe and loss-surface tables (Fig. 2 and Fig. 7).
+
+    Raises:
+        FileNotFoundError: a folder holds neither ``forgetting.csv`` nor ``surface.csv``.
+    """
+    sections: list[Section] = []
+    for folder in map(Path, folders):
+        found = False
+        if (folder / "forgetting.csv").exists():
+            from steadytune.forgetting import plot_forgetting
+
+            table = pd.read_csv(folder / "forgetting.csv")
+            full = table.loc[table["embeddings"] == "pretrained", "perplexity"]
+            fig = plot_forgetting(table, label="model" if "model" in table.columns else "checkpoint",
+                                  reference=float(full.iloc[0]) if len(full) else None)
+            sections.append((f"Forgetting probe: MLM perplexity vs layers reset ({folder.name})", fig))
+            found = True
+        if (folder / "surface.csv").exists():
+            from steadytune.surface import plot_surface
+
+            sections.append((f"Loss surface through pre-trained, failed and successful ({folder.name})",
+                             plot_surface(pd.read_csv(folder / "surface.csv"))))
+            found = True
+        if not found:
+            raise FileNotFoundError(f"{folder} holds neither forgetting.csv nor surface.csv")
+    return sections
+
+
+def write_report(study_path: str | Path, out_dir: str | Path, title: str | None = None,
+                 analyses: Sequence[str | Path] = ()) -> Path:
     """Write the stability report of a stored study (``steadytune report STUDY.db --out DIR``).
 
     Args:
         study_path: the SQLite study file (:class:`steadytune.store.Study`).
         out_dir: where ``index.html`` and ``figures/`` go.
         title: page title; default "steadytune stability report".
+        analyses: output folders of ``steadytune forgetting`` / ``steadytune surface``
+            whose tables (``forgetting.csv``, ``surface.csv``) get a section each.
 
     Returns:
         The path of ``index.html``.
@@ -340,7 +372,8 @@ def write_report(study_path: str | Path, out_dir: str | Path, title: str | None 
             close()
     from steadytune.diagplots import diagnostic_sections
 
-    extra = [*diagnostic_sections(runs, diagnostics), *generalisation_sections(runs, curves)]
+    extra = [*diagnostic_sections(runs, diagnostics), *generalisation_sections(runs, curves),
+             *analysis_sections(analyses)]
     return build_report(runs, curves, out_dir, title=title or "steadytune stability report",
                         extra_sections=extra, study_name=path.name)
 
