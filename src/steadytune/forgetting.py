@@ -528,13 +528,9 @@ def plot_forgetting(df: pd.DataFrame, label: str = "model", reference: float | N
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-    """A new Agg-backed Figure and its axes (no pyplot: nothing left in a global registry)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from steadytune.plots import new_figure  # matplotlib is imported only when plotting
 
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    return new_figure(width, height)
 
 
 __all__ = ["forgetting_curve", "mlm_perplexity", "swapped_params", "make_blocks", "mask_blocks",

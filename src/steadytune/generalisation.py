@@ -117,13 +117,9 @@ def plot_dev_vs_train_loss(df: pd.DataFrame) -> Figure:
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-    """A new Agg-backed Figure and its axes (no pyplot: nothing left in a global registry)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from steadytune.plots import new_figure  # matplotlib is imported only when plotting
 
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    return new_figure(width, height)
 
 
 __all__ = ["dev_over_training", "dev_vs_train_loss", "plot_dev_over_training", "plot_dev_vs_train_loss",

@@ -322,3 +322,10 @@ def plot_expected_max(runs: pd.DataFrame, which: Sequence[str] = ("final", "best
 def _legend_columns(fig: Figure, n: int) -> int:
     """Legend columns that fit the figure's width (about 1.4 inches per entry)."""
     return max(1, min(n, int(fig.get_figwidth() / 1.4)))
+
+
+def new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+    """A new Agg-backed Figure and its axes (no pyplot: nothing left in a global registry)."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots()

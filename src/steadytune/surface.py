@@ -211,13 +211,9 @@ def plot_interpolation(df: pd.DataFrame) -> Figure:
 
 
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
-    """A new Agg-backed Figure and its axes (no pyplot: nothing left in a global registry)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from steadytune.plots import new_figure  # matplotlib is imported only when plotting
 
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots()
+    return new_figure(width, height)
 
 
 __all__ = ["loss_surface", "interpolate_1d", "anchor_params", "evaluate_params", "plot_surface",
