@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# Many seeds per GPU: the same K MiniLM runs on RTE, one at a time vs packed K-wide on one GPU.
+# Many seeds per GPU, then the seed-heavy Table 1 analogue, in one short device lease.
 #
-#   bash bench/gpu.sh prepare   # on the CPU machine: .gpu_bundle/ = fp16 MiniLM + RTE files (~50 MB, git-ignored)
-#   bash bench/gpu.sh run       # on the GPU machine (carry .gpu_bundle); a few minutes
+#   bash bench/gpu.sh prepare   # on the CPU machine: .gpu_bundle/ (git-ignored, ~60 MB): fp16 MiniLM,
+#                               # RTE/MRPC/CoLA train+dev, and this machine's transformers wheel
+#   bash bench/gpu.sh run       # on the GPU machine (carry .gpu_bundle); about 9 minutes
 #
-# Prints wall time and runs/minute for workers = 1, 2, 4, 8 and the speed-up over one run
-# at a time. Uses the repository's sources (PYTHONPATH=src) and the machine's own
-# torch/transformers; each run trains 3 epochs on a 512-example RTE slice in fp32.
+# Part 1 (packing): the same MiniLM runs (RTE, 1024-example slice, mosbach2021, 3 epochs,
+# diagnostics at the default cadence) with workers = 1, 4, 8, 16 on one GPU; prints wall time,
+# runs/minute and the speed-up over one run at a time (in-process, no start-up cost).
+# Part 2 (issue 6): devlin2019 / mixout2020 / mosbach2021 on full RTE, MRPC and CoLA, seeds
+# 1-25 (seeds outermost, so a cut-short study is balanced), with the best worker count of
+# part 1, until the time budget ends; the study file is written to $OUT (or /tmp).
+# Uses the repository's sources (PYTHONPATH=src) and the machine's own torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=.gpu_bundle
 case "${1:-run}" in
 prepare)
   PY=${PY:-.venv/bin/python}
-  mkdir -p "$BUNDLE/glue/RTE"
-  cp "${STEADYTUNE_DATA:-../shared/data}/glue/RTE/train.tsv" "${STEADYTUNE_DATA:-../shared/data}/glue/RTE/dev.tsv" "$BUNDLE/glue/RTE/"
+  DATA=${STEADYTUNE_DATA:-../shared/data}
+  for t in RTE MRPC CoLA; do
+    mkdir -p "$BUNDLE/glue/$t"
+    cp "$DATA/glue/$t/train.tsv" "$DATA/glue/$t/dev.tsv" "$BUNDLE/glue/$t/"
+  done
   "$PY" - <<'PY'
 import torch
 from transformers import AutoModel, AutoTokenizer
@@ -23,26 +31,68 @@ path = resolve_model_path("minilm")
 AutoModel.from_pretrained(path, dtype=torch.float16).save_pretrained(".gpu_bundle/minilm-fp16")
 AutoTokenizer.from_pretrained(path).save_pretrained(".gpu_bundle/minilm-fp16")
 PY
+  mkdir -p "$BUNDLE/whl"
+  "$PY" -m pip download -q --no-deps -d "$BUNDLE/whl" "transformers==$("$PY" -c 'import transformers; print(transformers.__version__)')"
   du -sh "$BUNDLE"
   ;;
 run)
-  export PYTHONPATH=src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  OUTDIR=${OUT:-/tmp/gpu-out}
+  mkdir -p "$OUTDIR"
+  BUDGET=${BUDGET:-540}           # seconds for the whole script
+  T0=$(date +%s)
+  exec > >(tee "$OUTDIR/gpu.txt") 2>&1
   PY=${PY:-python3}
-  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  K=8
-  base=""
-  for W in 1 2 4 8; do
-    rm -f /tmp/gpu-$W.db
+  if ls $BUNDLE/whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
+    export PYTHONPATH=/tmp/site:src
+  else
+    export PYTHONPATH=src
+  fi
+  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  "$PY" -c 'import torch, transformers, steadytune; print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available(), "cpus", __import__("os").cpu_count())'
+  M=$BUNDLE/minilm-fp16
+  DEVICE=${DEVICE:-cuda}          # DEVICE=cpu WS="1 2" PACK_LIMIT=32 T1_EXTRA="--train-limit 32": a dry rehearsal
+  common=(--tasks rte --recipes mosbach2021 --model $M --data-dir $BUNDLE/glue --train-limit ${PACK_LIMIT:-1024}
+          --set epochs=3 --set evals_per_epoch=1 --set device=$DEVICE)
+  echo "== part 1: runs per GPU (RTE ${PACK_LIMIT:-1024} examples, mosbach2021, 3 epochs)"
+  base=""; : >/tmp/rpm.txt
+  for W in ${WS:-1 4 8 16}; do
+    [ $(( $(date +%s) - T0 )) -gt $(( BUDGET / 2 )) ] && { echo "workers=$W skipped (time)"; continue; }
+    K=$(( W == 1 ? 4 : 2 * W ))
+    rm -f /tmp/pack-$W.db*
     start=$(date +%s.%N)
-    "$PY" -m steadytune.cli sweep --tasks rte --recipes mosbach2021 --seeds 1-$K --store /tmp/gpu-$W.db \
-      --model $BUNDLE/minilm-fp16 --data-dir $BUNDLE/glue --train-limit 512 --set epochs=3 \
-      --set device=cuda --set threads=1 --workers $W >/tmp/gpu-$W.log 2>&1 || { tail -20 /tmp/gpu-$W.log; exit 1; }
-    wall=$(echo "$(date +%s.%N) - $start" | bc)
-    [ -z "$base" ] && base=$wall
-    echo "workers=$W runs=$K wall=${wall}s runs_per_min=$(echo "60*$K/$wall" | bc -l | cut -c1-6) speedup=$(echo "$base/$wall" | bc -l | cut -c1-5)"
+    timeout 100 "$PY" -m steadytune.cli sweep "${common[@]}" --seeds 1-$K --store /tmp/pack-$W.db \
+      --workers $W >/tmp/pack-$W.log 2>&1 || { echo "workers=$W failed or timed out"; tail -5 /tmp/pack-$W.log; continue; }
+    wall=$(echo "$(date +%s.%N) - $start" | bc -l)
+    rpm=$(echo "60*$K/$wall" | bc -l)
+    [ -z "$base" ] && base=$rpm
+    echo "$rpm $W" >>/tmp/rpm.txt
+    printf 'workers=%-2s runs=%-2s wall=%6.1fs runs_per_min=%6.2f speedup=%5.2f\n' $W $K $wall $rpm \
+      "$(echo "$rpm/$base" | bc -l)"
   done
-  "$PY" -m steadytune.cli summary /tmp/gpu-1.db --format csv | head -3
-  "$PY" -m steadytune.cli summary /tmp/gpu-8.db --format csv | head -3
+  "$PY" -m steadytune.cli summary /tmp/pack-1.db --format csv 2>/dev/null | head -3 || true
+  "$PY" -m steadytune.cli summary /tmp/pack-16.db --format csv 2>/dev/null | head -3 || true
+  BEST=$(sort -gr /tmp/rpm.txt | head -1 | cut -d' ' -f2); BEST=${BEST:-8}
+  LEFT=$(( BUDGET - ($(date +%s) - T0) - 25 ))
+  echo "== part 2: Table 1 analogue, full training sets, workers=$BEST, ${LEFT}s"
+  STORE=$OUTDIR/table1-gpu.db
+  if [ "$LEFT" -gt 30 ]; then
+    timeout -s INT -k 15 $LEFT "$PY" -m steadytune.cli sweep --tasks rte,mrpc,cola \
+      --recipes devlin2019,mixout2020,mosbach2021 --seeds 1-25 --model $M --data-dir $BUNDLE/glue \
+      --set device=$DEVICE --set diag_every=100 --store $STORE --workers $BEST ${T1_EXTRA:-} >/tmp/table1.log 2>&1 || true
+    tail -4 /tmp/table1.log
+    "$PY" - "$STORE" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+print(con.execute("select status, count(*) from runs group by status").fetchall())
+con.close()
+PY
+    "$PY" -m steadytune.cli summary $STORE 2>&1 | head -40 || true
+  fi
+  cp /tmp/table1.log /tmp/pack-1.log /tmp/pack-16.log "$OUTDIR/" 2>/dev/null || true
+  echo "total ${SECONDS}s"
   ;;
 *) echo "usage: bash bench/gpu.sh prepare|run" >&2; exit 2 ;;
 esac

@@ -320,3 +320,32 @@ def test_unknown_or_missing_executor_fails_before_writing(tiny_bert, tiny_glue, 
     with pytest.raises(ExecutorError, match=r"pip install 'steadytune\[ray\]'"):
         run_sweep(tiny_spec(tiny_bert, tiny_glue), tmp_path / "s.db", executor="ray")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_workers_pack_runs_per_gpu_and_stay_single_on_cpu(monkeypatch):
+    import torch
+
+    from steadytune.config import resolve_config
+    from steadytune.executors import RUNS_PER_GPU, auto_workers, uses_gpu
+
+    cfgs = [resolve_config(task="rte", recipe="devlin2019", seed=s) for s in range(1, 41)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not uses_gpu(cfgs) and auto_workers(cfgs, cpus=16) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert uses_gpu(cfgs)
+    assert auto_workers(cfgs, cpus=64) == min(2 * RUNS_PER_GPU, 40)
+    assert auto_workers(cfgs, cpus=4) == 4  # never more workers than cores
+    assert auto_workers(cfgs[:3], cpus=64) == 3  # nor than runs
+    pinned = [c.replace(device="cpu") for c in cfgs]
+    assert not uses_gpu(pinned) and auto_workers(pinned, cpus=64) == 1
+    assert auto_workers([], cpus=64) == 1
+
+
+def test_workers_zero_runs_in_process_on_cpu_and_negative_is_refused(tiny_bert, tiny_glue, tmp_path):
+    spec = tiny_spec(tiny_bert, tiny_glue, seeds=(1,), recipes=("devlin2019",),
+                     overrides={**FAST, "device": "cpu"})
+    out = run_sweep(spec, tmp_path / "s.db", workers=0)
+    assert out["workers"] == 1 and out["finished"] == 1
+    with pytest.raises(ConfigError, match="workers must be >= 0"):
+        run_sweep(spec, tmp_path / "t.db", workers=-1)

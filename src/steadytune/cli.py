@@ -152,7 +152,8 @@ def _print_plan(plan: dict) -> None:
 
 ExecutorOpt = Annotated[str, typer.Option(help="local or ray.")]
 RayOpt = Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: local Ray).")]
-WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes.")]
+WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes; 0 = automatic: 1 on CPU, "
+    "several runs per GPU when the runs go to GPUs.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
 KeepOpt = Annotated[int, typer.Option(
     "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "
@@ -187,7 +188,7 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
             def on_event(event: dict) -> None:
                 if event["kind"] == "plan":
                     err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
-                              f"{event['to_run']} to run -> {event['store']}")
+                              f"{event['to_run']} to run on {event['workers']} worker(s) -> {event['store']}")
                 elif event["kind"] == "finish":
                     bar.advance(job)
                     err.print(_finish_line(event, many_models), highlight=False)
@@ -227,7 +228,7 @@ def sweep(
     max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayOpt = None,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = 0,
     dry_run: DryRunOpt = False,
     keep_checkpoints: KeepOpt = 0,
 ) -> None:
@@ -273,7 +274,7 @@ def experiment(
                                                             "(a cheaper version; not for downsampling).")] = None,
     executor: ExecutorOpt = "local",
     ray_address: RayOpt = None,
-    workers: WorkersOpt = 1,
+    workers: WorkersOpt = 0,
     dry_run: DryRunOpt = False,
     keep_checkpoints: KeepOpt = 0,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,

@@ -6,8 +6,9 @@ driver process, which writes the study; workers only compute and return plain da
 (the result dict, curve and diagnostic rows, the captured log).
 
 * ``local`` — in-process one run after another (``workers=1``), or a spawn-context
-  process pool. Each pool worker dies with the driver (Linux ``PR_SET_PDEATHSIG``)
-  and uses its share of the cores.
+  process pool. Each pool worker dies with the driver (Linux ``PR_SET_PDEATHSIG``),
+  uses its share of the cores and, on a machine with GPUs, is bound to one of them
+  (round robin), so several seeds share each GPU (:func:`auto_workers`).
 * ``ray`` — one Ray task per run, on an existing cluster (``ray_address``) or on a
   local Ray started and shut down for the sweep. Ray is an optional extra.
 
@@ -39,6 +40,8 @@ from typing import Any, Callable, Iterator
 from steadytune.config import RunConfig
 
 PR_SET_PDEATHSIG = 1
+RUNS_PER_GPU = 8
+"""Concurrent runs per GPU chosen by ``workers=0`` (auto); see docs/performance.md."""
 
 
 class ExecutorError(RuntimeError):
@@ -173,8 +176,32 @@ def _crashed(job: Job, exc: BaseException) -> Outcome:
 # ---------------------------------------------------------------------------- local
 
 
-def _init_worker(driver_pid: int, threads: int) -> None:
-    """Pool-worker setup: die with the driver; use ``threads`` intra-op threads."""
+def uses_gpu(cfgs: list[RunConfig]) -> bool:
+    """Whether any of the runs will train on a GPU (``cuda*``, or ``auto`` with CUDA present)."""
+    import torch
+
+    wants = [c.device.startswith("cuda") or c.device == "auto" for c in cfgs]
+    return any(wants) and torch.cuda.is_available()
+
+
+def auto_workers(cfgs: list[RunConfig], cpus: int | None = None) -> int:
+    """Local worker count for ``workers=0``: 1 on CPU; packed runs when they go to GPUs.
+
+    A small encoder keeps a GPU busy only a fraction of each step (the Python side of
+    the step dominates), so ``RUNS_PER_GPU`` concurrent runs per GPU, capped by the CPU
+    cores and the number of runs, finish many times sooner than one at a time.
+    """
+    import torch
+
+    if not cfgs or not uses_gpu(cfgs):
+        return 1
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, min(RUNS_PER_GPU * torch.cuda.device_count(), cpus, len(cfgs)))
+
+
+def _init_worker(driver_pid: int, threads: int, counter: Any = None) -> None:
+    """Pool-worker setup: die with the driver; use ``threads`` intra-op threads; the
+    n-th worker started makes GPU ``n mod count`` its current device (when there are GPUs)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -185,6 +212,11 @@ def _init_worker(driver_pid: int, threads: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, threads))
+    if counter is not None and torch.cuda.is_available():
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        torch.cuda.set_device(index % torch.cuda.device_count())
 
 
 def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int = 1,
@@ -206,9 +238,11 @@ def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: i
 
     queue = deque(jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("i", 0) if uses_gpu([job.cfg for job in jobs]) else None
     while queue:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(os.getpid(), threads))
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(os.getpid(), threads, counter))
         try:
             _drain(pool, queue, workers, on_start, on_done, BrokenProcessPool)
         finally:
@@ -309,4 +343,5 @@ def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int
 EXECUTORS: dict[str, Callable[..., None]] = {"local": run_local, "ray": run_ray}
 """Executor name -> function ``(jobs, on_start, on_done, *, workers, ray_address)``."""
 
-__all__ = ["EXECUTORS", "ExecutorError", "check_executor", "Job", "Outcome", "execute_run", "run_local", "run_ray"]
+__all__ = ["EXECUTORS", "ExecutorError", "RUNS_PER_GPU", "auto_workers", "check_executor", "Job", "Outcome",
+           "execute_run", "run_local", "run_ray", "uses_gpu"]

@@ -238,7 +238,7 @@ def default_threads(executor: str, workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 1,
+def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 0,
               ray_address: str | None = None, dry_run: bool = False,
               on_event: EventFn | None = None, keep_checkpoints: int = 0) -> dict[str, Any]:
     """Run (or resume) a sweep into the study at ``store_path``.
@@ -247,7 +247,8 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         spec: the sweep.
         store_path: the study file; created if missing (not by a dry run).
         executor: ``local`` (in-process, or a process pool when ``workers > 1``) or ``ray``.
-        workers: parallel local processes.
+        workers: parallel local processes; 0 = automatic (1 on CPU, several runs per
+            GPU when the runs go to GPUs, see :func:`steadytune.executors.auto_workers`).
         ray_address: an existing Ray cluster (None: start a local Ray for this sweep).
         dry_run: only plan and count what is done; write nothing.
         on_event: called with ``{"kind": "plan" | "start" | "finish", ...}`` dicts.
@@ -274,8 +275,8 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
     from steadytune.store import Study
 
     check_executor(executor)
-    if workers < 1:
-        raise ConfigError(f"workers must be >= 1, got {workers}")
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0 (0 = automatic), got {workers}")
     if keep_checkpoints < 0:
         raise ConfigError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
     emit = on_event or (lambda event: None)
@@ -283,7 +284,10 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
     ids = [r.run_id for r in planned]
     if dry_run:
         return _dry_run(planned, Path(store_path))
-    threads = default_threads(executor, workers)
+    if workers == 0:
+        from steadytune.executors import auto_workers
+
+        workers = auto_workers([r.cfg for r in planned]) if executor == "local" else 1
     root = checkpoint_root(store_path).resolve() if keep_checkpoints else None
     groups = {(r.cfg.task, r.cfg.model, r.cfg.recipe, r.grid) for r in planned}
     with Study.open(store_path, create=True) as study:
@@ -291,11 +295,12 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         if root is not None:  # first clean up after a sweep that was killed
             prune_checkpoints(study, keep_checkpoints, groups, root)
         todo = set(study.pending(ids))
+        threads = default_threads(executor, workers)
         jobs = [Job(r.run_id, r.cfg if r.cfg.threads else r.cfg.replace(threads=threads), r.grid,
                     checkpoint_dir=None if root is None else str(root / r.run_id))
                 for r in planned if r.run_id in todo]
         counts: dict[str, Any] = {"planned": len(planned), "done_before": len(planned) - len(jobs),
-                                  "to_run": len(jobs), "store": str(store_path)}
+                                  "to_run": len(jobs), "workers": workers, "store": str(store_path)}
         emit({"kind": "plan", **counts})
         tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "error": 0})
         by_id = {job.run_id: job for job in jobs}
