@@ -4,6 +4,8 @@
 #   bash bench/gpu.sh prepare   # on the CPU machine: .gpu_bundle/ (git-ignored, ~60 MB): fp16 MiniLM,
 #                               # RTE/MRPC/CoLA train+dev, and this machine's transformers wheel
 #   bash bench/gpu.sh run       # on the GPU machine (carry .gpu_bundle); about 9 minutes
+#   bash bench/gpu.sh regime    # there: the failing-regime study (RTE, CoLA; lr x bias correction x
+#                               # epochs 3/20 on 256-example slices), 16 workers, until BUDGET ends
 #
 # Part 1 (packing): the same MiniLM runs (RTE, 1024-example slice, mosbach2021, 3 epochs,
 # diagnostics at the default cadence) with workers = 1, 4, 8, 16 on one GPU; prints wall time,
@@ -64,12 +66,13 @@ run)
     start=$(date +%s.%N)
     timeout 100 "$PY" -m steadytune.cli sweep "${common[@]}" --seeds 1-$K --store /tmp/pack-$W.db \
       --workers $W >/tmp/pack-$W.log 2>&1 || { echo "workers=$W failed or timed out"; tail -5 /tmp/pack-$W.log; continue; }
-    wall=$(echo "$(date +%s.%N) - $start" | bc -l)
-    rpm=$(echo "60*$K/$wall" | bc -l)
+    calc() { "$PY" -c "print($1)"; }  # no bc on the GPU image
+    wall=$(calc "$(date +%s.%N) - $start")
+    rpm=$(calc "60*$K/$wall")
     [ -z "$base" ] && base=$rpm
     echo "$rpm $W" >>/tmp/rpm.txt
     printf 'workers=%-2s runs=%-2s wall=%6.1fs runs_per_min=%6.2f speedup=%5.2f\n' $W $K $wall $rpm \
-      "$(echo "$rpm/$base" | bc -l)"
+      "$(calc "$rpm/$base")"
   done
   "$PY" -m steadytune.cli summary /tmp/pack-1.db --format csv 2>/dev/null | head -3 || true
   "$PY" -m steadytune.cli summary /tmp/pack-16.db --format csv 2>/dev/null | head -3 || true
@@ -94,5 +97,21 @@ PY
   cp /tmp/table1.log /tmp/pack-1.log /tmp/pack-16.log "$OUTDIR/" 2>/dev/null || true
   echo "total ${SECONDS}s"
   ;;
-*) echo "usage: bash bench/gpu.sh prepare|run" >&2; exit 2 ;;
+regime)
+  OUTDIR=${OUT:-/tmp/gpu-out}; mkdir -p "$OUTDIR"
+  BUDGET=${BUDGET:-170}
+  exec > >(tee "$OUTDIR/gpu-regime.txt") 2>&1
+  PY=${PY:-python3}
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
+  export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  STORE=$OUTDIR/regime-gpu.db
+  timeout -s INT -k 15 $BUDGET "$PY" -m steadytune.cli sweep --tasks rte,cola --recipes devlin2019 --seeds 1-5 \
+    --grid lr=2e-5,1e-4,2e-4 --grid correct_bias=true,false --grid epochs=3,20 --train-limit 256 \
+    --model $BUNDLE/minilm-fp16 --data-dir $BUNDLE/glue --set evals_per_epoch=1 --set device=${DEVICE:-cuda} \
+    --store $STORE --workers ${WORKERS:-16} >/tmp/regime.log 2>&1 || true
+  grep -E " (ok|FAILED|DIVERGED)" /tmp/regime.log | tail -5
+  "$PY" -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); print(c.execute('select status, count(*) from runs group by status').fetchall())" $STORE
+  cp /tmp/regime.log "$OUTDIR/"
+  ;;
+*) echo "usage: bash bench/gpu.sh prepare|run|regime" >&2; exit 2 ;;
 esac
