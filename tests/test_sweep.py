@@ -349,3 +349,28 @@ def test_workers_zero_runs_in_process_on_cpu_and_negative_is_refused(tiny_bert, 
     assert out["workers"] == 1 and out["finished"] == 1
     with pytest.raises(ConfigError, match="workers must be >= 0"):
         run_sweep(spec, tmp_path / "t.db", workers=-1)
+
+
+def test_ctrl_c_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(tiny_bert, tiny_glue, tmp_path):
+    store = tmp_path / "study.db"
+    cmd = _sweep_cmd(store, tiny_bert, tiny_glue, "1-4", "--workers", "2")
+    proc, lines = _start(cmd)
+    assert _wait_for_finished_run(lines)
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    rest = []
+    while (line := lines.get(timeout=10)) is not None:
+        rest.append(line)
+    text = "".join(rest)
+    assert "interrupted" in text and "Traceback" not in text, text
+    deadline = time.monotonic() + 20
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers)
+    before = _done_rows(store)
+    assert 0 < len(before) < 8
+    proc, lines = _start(cmd)
+    assert proc.wait(timeout=180) == 0
+    after = _done_rows(store)
+    assert len(after) == 8 and all(after[r] == before[r] for r in before)

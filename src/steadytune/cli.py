@@ -201,6 +201,9 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
     except _study_errors() as exc:
         _fail(exc)
         return
+    except KeyboardInterrupt:
+        err.print("[bold yellow]interrupted[/]: finished runs are stored; run the same command again to resume")
+        raise typer.Exit(code=130) from None
     err.print(f"done: {totals['finished']} finished, {totals['diverged']} diverged, {totals['error']} errors "
               f"({totals['done_before']} were already done)")
     if keep_checkpoints:
