@@ -12,7 +12,8 @@
 # runs/minute and the speed-up over one run at a time (in-process, no start-up cost).
 # Part 2 (issue 6): devlin2019 / mixout2020 / mosbach2021 on full RTE, MRPC and CoLA, seeds
 # 1-25 (seeds outermost, so a cut-short study is balanced), with the best worker count of
-# part 1, until the time budget ends; the study file is written to $OUT (or /tmp).
+# part 1, until the time budget ends; it resumes results/table1-gpu.db and writes the study
+# to $OUT (or /tmp): copy it back to results/ to keep it.
 # Uses the repository's sources (PYTHONPATH=src) and the machine's own torch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,6 +81,7 @@ run)
   LEFT=$(( BUDGET - ($(date +%s) - T0) - 25 ))
   echo "== part 2: Table 1 analogue, full training sets, workers=$BEST, ${LEFT}s"
   STORE=$OUTDIR/table1-gpu.db
+  [ -f results/table1-gpu.db ] && [ ! -f $STORE ] && cp results/table1-gpu.db $STORE  # resume the committed study
   if [ "$LEFT" -gt 30 ]; then
     timeout -s INT -k 15 $LEFT "$PY" -m steadytune.cli sweep --tasks rte,mrpc,cola \
       --recipes devlin2019,mixout2020,mosbach2021 --seeds 1-25 --model $M --data-dir $BUNDLE/glue \
@@ -105,6 +107,7 @@ regime)
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
   export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
   STORE=$OUTDIR/regime-gpu.db
+  [ -f results/regime-gpu.db ] && [ ! -f $STORE ] && cp results/regime-gpu.db $STORE  # resume the committed study
   timeout -s INT -k 15 $BUDGET "$PY" -m steadytune.cli sweep --tasks rte,cola --recipes devlin2019 --seeds 1-5 \
     --grid lr=2e-5,1e-4,2e-4 --grid correct_bias=true,false --grid epochs=3,20 --train-limit 256 \
     --model $BUNDLE/minilm-fp16 --data-dir $BUNDLE/glue --set evals_per_epoch=1 --set device=${DEVICE:-cuda} \

@@ -37,7 +37,7 @@ def pick_failed_and_successful(runs: pd.DataFrame) -> dict[tuple[str, str], dict
 
 
 def plot_layer_grad_norms(diagnostics: pd.DataFrame, failed_id: str, successful_id: str,
-                          title: str = "") -> Figure:
+                          title: str = "", labels: tuple[str, str] = ("failed run", "successful run")) -> Figure:
     """Fig. 4: pre-clip gradient L2 norm of every layer over training, log scale.
 
     Args:
@@ -45,6 +45,7 @@ def plot_layer_grad_norms(diagnostics: pd.DataFrame, failed_id: str, successful_
         failed_id: run id of a failed run (left panel).
         successful_id: run id of a successful run (right panel).
         title: figure title.
+        labels: the two panels' titles.
     """
     rows = diagnostics[diagnostics["group"] == "grad_norm_layer"]
     fig = Figure(figsize=(10, 3.6), layout="constrained")
@@ -52,7 +53,7 @@ def plot_layer_grad_norms(diagnostics: pd.DataFrame, failed_id: str, successful_
     axes = fig.subplots(1, 2, sharey=True)
     layers = sorted(rows["name"].unique(), key=_layer_order)
     cmap = _colours(len(layers))
-    for ax, (label, run_id) in zip(axes, (("failed run", failed_id), ("successful run", successful_id))):
+    for ax, (label, run_id) in zip(axes, ((labels[0], failed_id), (labels[1], successful_id))):
         run = rows[rows["run_id"] == run_id]
         for colour, layer in zip(cmap, layers):
             series = run[run["name"] == layer].sort_values("step")

@@ -1,0 +1,318 @@
+"""Regenerate the tables and figures of docs/reproduction.md from the stored studies.
+
+    python results/reproduce.py           # rewrite every table block and figure
+    python results/reproduce.py --check   # exit 1 if a table in the document differs
+
+Every table in docs/reproduction.md sits between ``<!-- table:NAME -->`` and
+``<!-- /table:NAME -->`` and is produced here from a study under ``results/`` (or an
+analysis folder under ``results/analysis/``), so the document cannot drift from the data:
+``tests/test_reproduction.py`` runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+DOC = ROOT / "docs" / "reproduction.md"
+FIGDIR = ROOT / "docs" / "img" / "repro"
+
+# arXiv v1 Table 1 (BERT-large, 25 seeds; ../shared/reference/paper-protocol.md §5.1):
+# std, mean, median, max (x100). MRPC there is (acc+F1)/2, ours is F1 (the paper's code).
+PAPER_TABLE1 = {
+    ("rte", "devlin2019"): (7.2, 52.3, 47.3, 71.1), ("rte", "mixout2020"): (7.9, 65.3, 69.1, 74.4),
+    ("rte", "mosbach2021"): (2.4, 70.1, 70.0, 75.5), ("mrpc", "devlin2019"): (5.9, 79.0, 74.8, 89.4),
+    ("mrpc", "mixout2020"): (3.8, 87.8, 89.5, 91.8), ("mrpc", "mosbach2021"): (0.8, 89.6, 89.5, 91.4),
+    ("cola", "devlin2019"): (25.6, 45.6, 59.1, 64.6), ("cola", "mixout2020"): (20.9, 51.9, 60.3, 64.0),
+    ("cola", "mosbach2021"): (1.0, 64.6, 64.7, 66.8),
+}
+TASKS = ["rte", "mrpc", "cola"]
+# Entropy (nats) of the training label prior, from the GLUE train.tsv label counts (the
+# 256-example slices are stratified, so theirs is the same): RTE 1249/1241, CoLA 6023/2528,
+# MRPC 2474/1194. A run whose final training loss is still >= 80% of it has not left the
+# prior: an optimisation failure in the paper's sense.
+PRIOR_ENTROPY = {"rte": 0.6931, "cola": 0.6069, "mrpc": 0.6312}
+STUCK = 0.8
+RECIPES = ["devlin2019", "mixout2020", "mosbach2021"]
+
+
+@lru_cache(maxsize=None)
+def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs, curves) of ``results/<name>.db``; runs carry ``train_loss`` (last logged)."""
+    from steadytune.generalisation import dev_vs_train_loss
+    from steadytune.store import Study
+
+    with Study.open(RESULTS / f"{name}.db", readonly=True) as study:
+        runs, curves = study.runs_table(), study.curves_table()
+    loss = dev_vs_train_loss(runs, curves)[["run_id", "train_loss"]]
+    runs = runs.merge(loss, on="run_id", how="left")
+    grid = runs["grid"].fillna("").map(lambda g: dict(kv.split("=", 1) for kv in g.split(",") if kv))
+    for key in ("correct_bias", "epochs", "lr"):
+        runs[key] = grid.map(lambda d: d.get(key, ""))
+    return runs, curves
+
+
+def diagnostics(name: str, run_ids: list[str]) -> pd.DataFrame:
+    from steadytune.store import Study
+
+    with Study.open(RESULTS / f"{name}.db", readonly=True) as study:
+        return study.diagnostics_table(run_ids)
+
+
+def _f(x: float, digits: int = 1) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(df.columns) + " |"
+    rule = "|" + "|".join("---:" if df[c].map(lambda v: bool(re.fullmatch(r"[-–0-9./ ]+", str(v)))).all()
+                          else "---" for c in df.columns) + "|"
+    rows = ["| " + " | ".join(str(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def _groups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """n, failed, mean/std/max of the final metric (x100) and the mean final train loss per group."""
+    from steadytune.stats import summarize
+
+    rows = []
+    for values, part in runs.groupby(keys, sort=False):
+        s = summarize(part).iloc[0]
+        prior = part["task"].map(PRIOR_ENTROPY)
+        rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
+                     "n": int(s["n"]), "failed": int(s["n_failed"]), "mean": _f(s["mean"]), "std": _f(s["std"]),
+                     "median": _f(s["median"]), "max": _f(s["max"]),
+                     "train loss": _f(part["train_loss"].mean(), 3),
+                     "stuck": int((part["train_loss"] >= STUCK * prior).sum())})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ tables
+
+
+def table_table1() -> str:
+    runs, _ = load("table1-gpu")
+    out = []
+    for task in TASKS:
+        for recipe in RECIPES:
+            part = runs[(runs["task"] == task) & (runs["recipe"] == recipe)]
+            paper = PAPER_TABLE1[(task, recipe)]
+            if len(part):
+                g = _groups(part, ["task", "recipe"]).iloc[0]
+                ours = [g["n"], g["failed"], g["stuck"], g["std"], g["mean"], g["median"], g["max"], g["train loss"]]
+            else:
+                ours = [0, "–", "–", "–", "–", "–", "–", "–"]
+            out.append([task.upper() if task != "cola" else "CoLA", recipe, *ours,
+                        " / ".join(_f(v) for v in paper)])
+    cols = ["task", "recipe", "n", "failed", "stuck", "std", "mean", "median", "max", "train loss",
+            "paper std / mean / median / max"]
+    return markdown(pd.DataFrame(out, columns=cols))
+
+
+def table_levene() -> str:
+    from steadytune.stats import compare_recipes
+
+    runs, _ = load("table1-gpu")
+    cmp = compare_recipes(runs)
+    rows = [[r["task"], r["recipes"], _f(r["levene_p"], 3), _f(r["bf_p"], 3), r["lowest_std_recipe"]]
+            for r in cmp.to_dict("records")]
+    return markdown(pd.DataFrame(rows, columns=["task", "recipes with ≥ 3 runs", "Levene p", "Brown–Forsythe p",
+                                                "lowest std"]))
+
+
+def table_regime(name: str) -> str:
+    runs, _ = load(name)
+    runs = runs.assign(lr_num=runs["lr"].astype(float), ep=runs["epochs"].replace("", "3").astype(int))
+    runs = runs.sort_values(["task", "ep", "lr_num", "correct_bias"], ascending=[False, True, True, False])
+    g = _groups(runs, ["task", "ep", "lr", "correct_bias"])
+    g = g.rename(columns={"ep": "epochs", "correct_bias": "bias correction"})
+    g["task"] = g["task"].map({"rte": "RTE", "cola": "CoLA"})
+    g["bias correction"] = g["bias correction"].map({"true": "yes", "false": "no"})
+    return markdown(g[["task", "epochs", "lr", "bias correction", "n", "failed", "stuck", "mean", "std", "max",
+                       "train loss"]])
+
+
+def table_downsampling() -> str:
+    full, _ = load("table1-gpu")
+    small, _ = load("regime-gpu")
+    rows = []
+    for task in ("rte", "cola"):
+        f = full[(full["task"] == task) & (full["recipe"] == "devlin2019")]
+        steps = {"rte": 468, "cola": 1605}[task]
+        for label, part in (
+            (f"full training set, 3 epochs ({steps} steps)", f),
+            ("256 examples, 3 epochs (48 steps)", small[(small["task"] == task) & (small["epochs"] == "3")]),
+            ("256 examples, 20 epochs (320 steps)", small[(small["task"] == task) & (small["epochs"] == "20")]),
+        ):
+            part = part[(part["lr"].isin(["", "2e-05"])) & (part["correct_bias"].isin(["", "false"]))]
+            g = _groups(part.assign(setting=label), ["setting"]).iloc[0]
+            rows.append([task.upper() if task == "rte" else "CoLA", label, g["n"], g["failed"], g["stuck"], g["mean"],
+                         g["max"], g["train loss"]])
+    return markdown(pd.DataFrame(rows, columns=["task", "training", "n", "failed", "stuck", "mean", "max",
+                                                "train loss"]))
+
+
+def table_forgetting() -> str:
+    """Masked-LM perplexity on WikiText-2 test against k top blocks reset (Fig. 2)."""
+    df = pd.read_csv(RESULTS / "analysis" / "forgetting-rte" / "forgetting.csv")
+    tuned = df[df["embeddings"] == "finetuned"]
+    order = list(dict.fromkeys(tuned["model"]))
+    wide = tuned.pivot_table(index="model", columns="k", values="perplexity").loc[order]
+    rows = [[model, *(_f(v, 0) for v in series.to_numpy())] for model, series in wide.iterrows()]
+    pre = df[df["embeddings"] == "pretrained"].groupby("model")["perplexity"].first().iloc[0]
+    table = pd.DataFrame(rows, columns=["run (checkpoint, verdict, final dev acc)", *[f"k={k}" for k in wide.columns]])
+    return markdown(table) + f"\n\nWhole pre-trained encoder (k = 6 and pre-trained embeddings): perplexity {pre:.0f}."
+
+
+def table_surface() -> str:
+    """Dev loss and accuracy at the three points of the plane and the largest loss on the line (Fig. 7)."""
+    folder = RESULTS / "analysis" / "surface-rte"
+    grid = pd.read_csv(folder / "surface.csv")
+    line = pd.read_csv(folder / "interpolation.csv")
+    rows = []
+    for label, a, b in (("pre-trained (0, 0)", 0.0, 0.0), ("failed (1, 0)", 1.0, 0.0), ("successful (0, 1)", 0.0, 1.0)):
+        point = grid[(grid["alpha"] == a) & (grid["beta"] == b)].iloc[0]
+        rows.append([label, _f(point["loss"], 4), _f(100 * point["acc"], 1)])
+    rows.append(["grid minimum", _f(grid["loss"].min(), 4), _f(100 * grid.loc[grid["loss"].idxmin(), "acc"], 1)])
+    peak = line.loc[line["loss"].idxmax()]
+    rows.append([f"failed → successful line, highest (t = {peak['t']:.2f})", _f(peak["loss"], 4),
+                 _f(100 * peak["acc"], 1)])
+    return markdown(pd.DataFrame(rows, columns=["point", "dev loss", "dev acc"]))
+
+
+TABLES = {
+    "table1": table_table1,
+    "levene": table_levene,
+    "regime-gpu": lambda: table_regime("regime-gpu"),
+    "regime-rte-cpu": lambda: table_regime("regime-rte-cpu"),
+    "downsampling": table_downsampling,
+    "forgetting": table_forgetting,
+    "surface": table_surface,
+}
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figures() -> list[Path]:
+    from steadytune.diagplots import pick_failed_and_successful, plot_layer_grad_norms
+    from steadytune.generalisation import dev_vs_train_loss, plot_dev_vs_train_loss
+    from steadytune.plots import plot_boxplots
+
+    FIGDIR.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig, name: str) -> None:
+        path = FIGDIR / name
+        fig.savefig(path, dpi=110)
+        written.append(path)
+
+    runs, _ = load("table1-gpu")
+    save(plot_boxplots(runs), "fig1-table1-gpu.png")
+    small, curves = load("regime-gpu")
+    for task, grid in (("rte", "correct_bias=false,epochs=3,lr=2e-05"), ("cola", "correct_bias=true,epochs=20,lr=0.0001")):
+        part = small[(small["task"] == task) & (small["grid"] == grid)]
+        picks = pick_failed_and_successful(part)
+        if picks:
+            ids = next(iter(picks.values()))
+            diag = diagnostics("regime-gpu", [ids["failed"], ids["successful"]])
+            save(plot_layer_grad_norms(diag, ids["failed"], ids["successful"],
+                                       title=f"{task.upper()} 256 examples, devlin2019, {grid}"),
+                 f"fig4-grad-norms-{task}.png")
+    # The paper's contrast proper: same setting, one run stuck at the prior, one that fit the data.
+    part = small[(small["task"] == "rte") & (small["grid"] == "correct_bias=false,epochs=20,lr=0.0002")]
+    stuck, fit = part.sort_values("train_loss").iloc[-1], part.sort_values("train_loss").iloc[0]
+    diag = diagnostics("regime-gpu", [stuck["run_id"], fit["run_id"]])
+    save(plot_layer_grad_norms(diag, stuck["run_id"], fit["run_id"],
+                               title="RTE 256 examples, devlin2019, lr 2e-4, no bias correction, 20 epochs",
+                               labels=(f"seed {stuck['seed']}: train loss stuck at {stuck['train_loss']:.3f}",
+                                       f"seed {fit['seed']}: train loss {fit['train_loss']:.1e}")),
+         "fig4-grad-norms-rte-stuck.png")
+    save(_plot_failed_by_lr(), "fig5-bias-correction.png")
+    for task in ("rte", "cola"):
+        part = small[small["task"] == task]
+        save(plot_dev_vs_train_loss(dev_vs_train_loss(part, curves[curves["run_id"].isin(part["run_id"])])),
+             f"fig8-dev-vs-train-loss-{task}.png")
+    return written
+
+
+def _plot_failed_by_lr():
+    """Fig. 5 analogue: fraction of failed runs (dev) and of runs whose training loss never
+    left the label prior, against lr, with and without bias correction; one panel per
+    task x epochs of the GPU regime study (n per point in the legend)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs, _ = load("regime-gpu")
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 2, sharex=True, sharey=True)
+    for row, task in enumerate(("rte", "cola")):
+        for col, epochs in enumerate(("3", "20")):
+            ax = axes[row][col]
+            for bc, colour, label in (("true", "C0", "BC"), ("false", "C3", "no BC")):
+                part = runs[(runs["task"] == task) & (runs["epochs"] == epochs) & (runs["correct_bias"] == bc)]
+                part = part.assign(stuck=part["train_loss"] >= STUCK * PRIOR_ENTROPY[task])
+                by_lr = part.groupby(part["lr"].astype(float))
+                rate = by_lr["failed"].agg(["mean", "size"])
+                ax.plot(rate.index, rate["mean"], marker="o", color=colour,
+                        label=f"{label}: failed on dev (n = {'/'.join(map(str, rate['size']))})")
+                ax.plot(rate.index, by_lr["stuck"].mean(), marker="x", ls="--", color=colour,
+                        label=f"{label}: train loss stuck at the prior")
+            ax.set_xscale("log")
+            ax.minorticks_off()
+            ax.set_xticks([2e-5, 1e-4, 2e-4], ["2e-5", "1e-4", "2e-4"])
+            ax.set_title(f"{task.upper() if task == 'rte' else 'CoLA'}, 256 examples, {epochs} epochs", fontsize=10)
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, frameon=False)
+            if row == 1:
+                ax.set_xlabel("learning rate")
+            if col == 0:
+                ax.set_ylabel("fraction of runs")
+    return fig
+
+
+# ------------------------------------------------------------------------ the document
+
+BLOCK = re.compile(r"<!-- table:(?P<name>[\w-]+) -->\n(?:(?P<body>.*?)\n)?<!-- /table:(?P=name) -->", re.S)
+
+
+def render(text: str) -> str:
+    """``text`` with every table block regenerated."""
+    return BLOCK.sub(lambda m: f"<!-- table:{m['name']} -->\n{TABLES[m['name']]()}\n<!-- /table:{m['name']} -->", text)
+
+
+def check(text: str) -> list[str]:
+    """Names of the table blocks of ``text`` that differ from their regenerated form."""
+    return [m["name"] for m in BLOCK.finditer(text) if TABLES[m["name"]]() != (m["body"] or "")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare only; exit 1 on a difference")
+    parser.add_argument("--no-figures", action="store_true")
+    args = parser.parse_args(argv)
+    text = DOC.read_text()
+    if args.check:
+        bad = check(text)
+        print("tables match the stored studies" if not bad else f"differs: {', '.join(bad)}")
+        return 1 if bad else 0
+    DOC.write_text(render(text))
+    if not args.no_figures:
+        for path in figures():
+            print(path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
