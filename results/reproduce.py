@@ -204,7 +204,7 @@ TABLES = {
 
 
 def figures() -> list[Path]:
-    from steadytune.diagplots import pick_failed_and_successful, plot_layer_grad_norms
+    from steadytune.diagplots import pick_failed_and_successful, plot_bias_correction, plot_layer_grad_norms
     from steadytune.generalisation import dev_vs_train_loss, plot_dev_vs_train_loss
     from steadytune.plots import plot_boxplots
 
@@ -238,6 +238,9 @@ def figures() -> list[Path]:
                                        f"seed {fit['seed']}: train loss {fit['train_loss']:.1e}")),
          "fig4-grad-norms-rte-stuck.png")
     save(_plot_failed_by_lr(), "fig5-bias-correction.png")
+    pair = small[(small["task"] == "rte") & (small["epochs"] == "20") & (small["lr"] == "0.0002")]
+    pair = pair.sort_values("seed").drop_duplicates("grid")
+    save(plot_bias_correction(pair, diagnostics("regime-gpu", list(pair["run_id"]))), "fig6-bias-correction-factor.png")
     for task in ("rte", "cola"):
         part = small[small["task"] == task]
         save(plot_dev_vs_train_loss(dev_vs_train_loss(part, curves[curves["run_id"].isin(part["run_id"])])),
