@@ -191,7 +191,7 @@ def test_fit_mlm_head_learns_and_caches(pair, tokenizer, texts, head, tmp_path, 
     files = list((tmp_path / "mlm-heads").glob("*.pt"))
     assert len(files) == 1
 
-    import steadytune.forgetting as fg
+    import steadytune.mlmhead as fg
 
     monkeypatch.setattr(fg, "_frozen_features", lambda *a, **k: pytest.fail("cache was not used"))
     cached = fit_mlm_head(pretrained, tokenizer, texts, steps=60, seed=0, cache_dir=tmp_path, seq_len=SEQ,
