@@ -48,13 +48,10 @@ RECIPES = ["devlin2019", "mixout2020", "mosbach2021"]
 @lru_cache(maxsize=None)
 def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, curves) of ``results/<name>.db``; runs carry ``train_loss`` (last logged)."""
-    from steadytune.generalisation import dev_vs_train_loss
     from steadytune.store import Study
 
     with Study.open(RESULTS / f"{name}.db", readonly=True) as study:
         runs, curves = study.runs_table(), study.curves_table()
-    loss = dev_vs_train_loss(runs, curves)[["run_id", "train_loss"]]
-    runs = runs.merge(loss, on="run_id", how="left")
     grid = runs["grid"].fillna("").map(lambda g: dict(kv.split("=", 1) for kv in g.split(",") if kv))
     for key in ("correct_bias", "epochs", "lr"):
         runs[key] = grid.map(lambda d: d.get(key, ""))
@@ -87,7 +84,7 @@ def _groups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     rows = []
     for values, part in runs.groupby(keys, sort=False):
         s = summarize(part).iloc[0]
-        prior = part["task"].map(PRIOR_ENTROPY)
+        prior = part["task"].map(PRIOR_ENTROPY)  # these studies predate the stored label entropy
         rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
                      "n": int(s["n"]), "failed": int(s["n_failed"]), "mean": _f(s["mean"]), "std": _f(s["std"]),
                      "median": _f(s["median"]), "max": _f(s["max"]),

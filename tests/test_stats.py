@@ -283,3 +283,22 @@ def test_expected_max_curve() -> None:
     assert S.expected_max_curve(_runs().assign(status="diverged")).empty
     with pytest.raises(ValueError):
         S.expected_max_curve(_runs(), max_n=0)
+
+
+def test_stuck_runs_are_those_whose_training_loss_stayed_at_the_label_prior() -> None:
+    from steadytune.results import label_entropy
+
+    assert label_entropy([0, 0, 1, 1]) == pytest.approx(math.log(2))
+    assert label_entropy([0] * 7 + [1] * 3) == pytest.approx(-(0.7 * math.log(0.7) + 0.3 * math.log(0.3)))
+    assert label_entropy(["a", "b", "c"]) == pytest.approx(math.log(3))
+    assert label_entropy([0.1, 0.5], regression=True) is None
+    h = math.log(2)
+    mask = S.stuck_mask([0.693, 0.8 * h, 0.8 * h - 1e-6, 0.01, np.nan, 0.7], [h, h, h, h, h, np.nan])
+    np.testing.assert_array_equal(mask[:4], [1.0, 1.0, 0.0, 0.0])
+    assert np.isnan(mask[4:]).all()
+    runs = _runs()
+    runs["label_entropy"] = h
+    runs["train_loss"] = [0.69, 0.01, 0.02, 0.68, np.nan, 0.60, 0.0, 0.0, 0.0, 0.0]
+    out = S.summarize(runs).set_index("recipe")
+    assert out.loc["A", "n_stuck"] == 2 and out.loc["B", "n_stuck"] == 1  # 0.60 >= 0.8 ln 2 = 0.5545
+    assert np.isnan(S.summarize(_runs())["n_stuck"]).all()  # not recorded: unknown, not zero

@@ -109,7 +109,7 @@ def test_round_trip_of_result_curves_diagnostics_and_log(tmp_path):
         pd.testing.assert_frame_equal(back.diagnostics, result.diagnostics, check_dtype=False)
         assert study.logs(run.run_id) == ["hello\n"]
         table = study.runs_table()
-        assert list(table.columns) == RUN_COLUMNS
+        assert list(table.columns) == [*RUN_COLUMNS, "label_entropy", "train_loss"]
         row = table.iloc[0]
         assert (row.status, row.metric, row.baseline, row.seed) == ("finished", "acc", 0.5, 3)
         assert row.final == pytest.approx(result.final)
@@ -231,7 +231,7 @@ def test_export_round_trip(filled, tmp_path, suffix):
     back["grid"] = back["grid"].astype(object).fillna("")  # CSV cannot tell "" from missing
     back["failed"] = back["failed"].astype("boolean")
     assert len(back) == 10 and set(back["status"]) == {"finished", "diverged", "pending"}
-    pd.testing.assert_frame_equal(back[RUN_COLUMNS].sort_values("run_id", ignore_index=True),
+    pd.testing.assert_frame_equal(back[list(runs.columns)].sort_values("run_id", ignore_index=True),
                                   runs.sort_values("run_id", ignore_index=True),
                                   check_dtype=False, check_exact=False)
     assert json.loads(back["config_json"].iloc[0])["task"] == "rte"

@@ -374,3 +374,21 @@ def test_ctrl_c_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(tiny_bert, t
     assert proc.wait(timeout=180) == 0
     after = _done_rows(store)
     assert len(after) == 8 and all(after[r] == before[r] for r in before)
+
+
+def test_runs_table_carries_the_last_training_loss_and_the_label_entropy(tiny_bert, tiny_glue, tmp_path):
+    from steadytune.data import load_glue
+    from steadytune.results import label_entropy
+
+    store = tmp_path / "s.db"
+    spec = tiny_spec(tiny_bert, tiny_glue, seeds=(1,), recipes=("devlin2019",),
+                     overrides={**FAST, "log_every": "3"})
+    run_sweep(spec, store, workers=1)
+    with Study.open(store, readonly=True) as study:
+        runs, curves = study.runs_table(), study.curves_table()
+    loss = curves[(curves["split"] == "train") & (curves["name"] == "loss")].sort_values("step")
+    assert runs["train_loss"].iloc[0] == loss["value"].iloc[-1] and loss["step"].iloc[-1] == 4
+    expected = label_entropy(load_glue("rte", "train", str(tiny_glue)).labels)
+    assert runs["label_entropy"].iloc[0] == pytest.approx(expected)
+    res = CliRunner().invoke(app, ["summary", str(store)])
+    assert res.exit_code == 0 and "stuck" in res.stdout

@@ -316,13 +316,16 @@ def _summary_tables(summary: object, comparison: object, which: str) -> None:
 
     out = _wide_console()
     table = Table(title=f"seed-sweep summary ({which} checkpoint, x100)")
-    cols = ["task", "model", "recipe", "grid", "metric", "n", "failed", "std", "mean", "median", "max"]
+    cols = ["task", "model", "recipe", "grid", "metric", "n", "failed", "stuck", "std", "mean", "median", "max"]
     for col in cols:
         table.add_column(col, justify="left" if col in cols[:5] else "right")
     for r in summary.to_dict("records"):  # type: ignore[attr-defined]
+        stuck = "–" if r["n_stuck"] != r["n_stuck"] else str(int(r["n_stuck"]))  # NaN: not recorded
         table.add_row(r["task"], Path(r["model"]).name, r["recipe"], r["grid"], r["metric"], str(r["n"]),
-                      str(r["n_failed"]), *(f"{r[k]:.2f}" for k in ("std", "mean", "median", "max")))
+                      str(r["n_failed"]), stuck, *(f"{r[k]:.2f}" for k in ("std", "mean", "median", "max")))
     out.print(table)
+    out.print("stuck = runs whose last training loss is still >= 80% of the label-prior entropy "
+              "(never left the majority solution: an optimisation failure; – = not recorded)", style="dim")
     if len(comparison) and comparison["runner_up_recipe"].notna().any():  # type: ignore[index,arg-type]
         cmp = Table(title="do the recipes differ in spread? (Levene / Brown-Forsythe p-values)")
         for col in ("task", "model", "grid", "recipes", "levene p", "BF p", "lowest std", "runner-up", "pair BF p"):

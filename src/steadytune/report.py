@@ -150,8 +150,11 @@ def _table1(scored: pd.DataFrame) -> str:
         for (_, f), (_, b) in zip(final[sel].iterrows(), best[sel].iterrows()):
             cells = []
             for s in (f, b):
+                failed = _failed_cell(s)
+                if s is f and s["n_stuck"] == s["n_stuck"]:  # known (not NaN): training, not the checkpoint
+                    failed += f"<br><small>{int(s['n_stuck'])} stuck</small>"
                 cells += [_num(s["std"]), _num(s["mean"]), _num(s["median"]), _num(s["max"]),
-                          _failed_cell(s), _num(s["mean_ok"]), _num(s["std_ok"])]
+                          failed, _num(s["mean_ok"]), _num(s["std_ok"])]
             body.append(f'<tr><th scope="row">{_e(f["label"])}</th>'
                         + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         first = final[sel].iloc[0]
@@ -160,7 +163,9 @@ def _table1(scored: pd.DataFrame) -> str:
                      f"{head}<tbody>{''.join(body)}</tbody></table></div>")
     note = ("<p class=note>Standard deviation (ddof=1), mean, median and maximum over seeds, ×100; "
             "diverged runs count as failed and are left out of the statistics. failed = runs at or "
-            "below the majority classifier, k/n with the 95% Wilson interval of the rate.</p>")
+            "below the majority classifier, k/n with the 95% Wilson interval of the rate; stuck = runs whose "
+            "last training loss is still ≥ 80% of the entropy of the training label prior (they never left "
+            "the majority solution: an optimisation failure, not a generalisation one).</p>")
     return "".join(parts) + note
 
 

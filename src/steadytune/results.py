@@ -45,6 +45,16 @@ def versions() -> dict[str, str]:
     }
 
 
+def label_entropy(labels: Any, regression: bool = False) -> float | None:
+    """Entropy (nats) of the empirical label distribution: the training loss of a classifier
+    that predicts the label prior for every example. None for regression."""
+    if regression:
+        return None
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    p = counts / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 def _clean(value: Any) -> Any:
     """JSON-safe: NaN/inf become None, numpy scalars become Python numbers."""
     if isinstance(value, dict):
@@ -183,6 +193,7 @@ def build_result(cfg: Any, data: Any, tracker: Any, model_info: dict[str, Any], 
             "train_source": data.train.source,
             "dev_source": data.dev.source,
             "label_names": list(data.train.label_names) if data.train.label_names else None,
+            "label_entropy": label_entropy(data.train.labels, data.regression),
         },
         model_info=model_info,
         curves=tracker.curves(),

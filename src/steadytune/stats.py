@@ -35,9 +35,23 @@ from scipy import stats as sps
 from steadytune.metrics import FAILED_TOL
 
 __all__ = ["bootstrap_ci", "compare_recipes", "expected_max", "expected_max_curve",
-           "failed_mask", "summarize", "variance_tests", "wilson_interval"]
+           "failed_mask", "stuck_mask", "summarize", "variance_tests", "wilson_interval", "STUCK_FRACTION"]
 
 GROUP_KEYS = ["task", "model", "recipe", "grid"]
+STUCK_FRACTION = 0.8
+"""A run is *stuck* when its last training loss is still >= this fraction of the entropy of
+the training label prior: it never got off the predict-the-prior solution, the paper's
+optimisation failure (as opposed to fitting the training set and failing on dev)."""
+
+
+def stuck_mask(train_loss: np.ndarray, label_entropy: np.ndarray) -> np.ndarray:
+    """Float array: 1.0 stuck, 0.0 not, NaN where the loss or the label entropy is unknown."""
+    loss = np.asarray(train_loss, dtype=np.float64)
+    entropy = np.asarray(label_entropy, dtype=np.float64)
+    known = np.isfinite(loss) & np.isfinite(entropy)
+    out = np.full(loss.shape, np.nan)
+    out[known] = (loss[known] >= STUCK_FRACTION * entropy[known]).astype(np.float64)
+    return out
 _STATUSES = ("finished", "diverged")
 
 
@@ -246,7 +260,10 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
         failed_ci_low, failed_ci_high`` (Wilson 95%), ``std, mean, median, max, min,
         mean_ci_low, mean_ci_high`` (percentile bootstrap 95%, over non-diverged runs),
         ``n_ok, std_ok, mean_ok, median_ok, max_ok`` (non-failed runs only),
-        ``baseline``. Metric values ×100, rates in [0, 1]. Sorted by the group keys.
+        ``baseline``, and ``n_stuck``: runs whose last training loss stayed at the label
+        prior (:func:`stuck_mask`; needs ``train_loss`` and ``label_entropy`` columns, as
+        ``Study.runs_table()`` gives; NaN when unknown for every run of the group).
+        Metric values ×100, rates in [0, 1]. Sorted by the group keys.
 
     Raises:
         ValueError: for missing columns, an unknown ``which`` or status, duplicate
@@ -264,6 +281,8 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
         ci_m = bootstrap_ci(finite, random_state=random_state)
         ok = _describe(v[~failed], "_ok")
         ok.pop("min_ok")
+        stuck = (stuck_mask(g["train_loss"], g["label_entropy"]) if {"train_loss", "label_entropy"} <= set(g)
+                 else np.full(n, np.nan))
         rows.append({
             **dict(zip(GROUP_KEYS, keys)), "metric": _single(g, "metric"),
             "n": n, "n_failed": n_failed, "failed_rate": n_failed / n,
@@ -271,11 +290,12 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
             **_describe(finite, ""),
             "mean_ci_low": 100.0 * ci_m[0], "mean_ci_high": 100.0 * ci_m[1],
             **ok, "baseline": 100.0 * baseline,
+            "n_stuck": float(np.nansum(stuck)) if np.isfinite(stuck).any() else np.nan,
         })
     columns = [*GROUP_KEYS, "metric", "n", "n_failed", "failed_rate", "failed_ci_low",
                "failed_ci_high", "std", "mean", "median", "max", "min", "mean_ci_low",
                "mean_ci_high", "n_ok", "std_ok", "mean_ok", "median_ok", "max_ok",
-               "baseline"]
+               "baseline", "n_stuck"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -39,6 +39,9 @@ SCHEMA_VERSION = 1
 DONE = ("finished", "diverged")
 """Statuses that count as done: a resumed sweep skips these runs."""
 STATUSES = ("pending", "running", "finished", "diverged", "error")
+_RUN_EXTRAS = ("json_extract(result_json, '$.data.label_entropy') AS label_entropy, "
+               "(SELECT c.value FROM curves c WHERE c.run_id = runs.run_id AND c.split = 'train' "
+               "AND c.name = 'loss' ORDER BY c.step DESC LIMIT 1) AS train_loss")
 RUN_COLUMNS = ["run_id", "task", "model", "recipe", "grid", "seed", "metric", "final", "best",
                "baseline", "status", "failed", "wall_seconds"]
 """Columns of :meth:`Study.runs_table`: what :mod:`steadytune.stats` needs, plus bookkeeping."""
@@ -347,16 +350,18 @@ class Study:
         return [r for r in order if status[r] not in DONE]
 
     def runs_table(self, all_statuses: bool = False) -> pd.DataFrame:
-        """One row per run, in the :mod:`steadytune.stats` format (``RUN_COLUMNS``).
+        """One row per run, in the :mod:`steadytune.stats` format (``RUN_COLUMNS``), plus
+        ``train_loss`` (the last logged training loss) and ``label_entropy`` (of the
+        training labels; NaN for runs recorded before it was stored, and for regression).
 
         Args:
             all_statuses: also include pending/running/error rows (not valid input to
                 the stats functions).
         """
         where = "" if all_statuses else "WHERE status IN ('finished', 'diverged')"
-        df = pd.read_sql_query(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs {where} "
+        df = pd.read_sql_query(f"SELECT {', '.join(RUN_COLUMNS)}, {_RUN_EXTRAS} FROM runs {where} "
                                "ORDER BY task, model, recipe, grid, seed", self._conn)
-        for col in ("final", "best", "baseline", "wall_seconds"):
+        for col in ("final", "best", "baseline", "wall_seconds", "train_loss", "label_entropy"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         df["failed"] = df["failed"].astype("boolean")
         return df
