@@ -158,9 +158,9 @@ def table_downsampling() -> str:
                                                 "train loss"]))
 
 
-def table_forgetting() -> str:
+def table_forgetting(folder: str = "forgetting-rte") -> str:
     """Masked-LM perplexity on WikiText-2 test against k top blocks reset (Fig. 2)."""
-    df = pd.read_csv(RESULTS / "analysis" / "forgetting-rte" / "forgetting.csv")
+    df = pd.read_csv(RESULTS / "analysis" / folder / "forgetting.csv")
     tuned = df[df["embeddings"] == "finetuned"]
     order = list(dict.fromkeys(tuned["model"]))
     wide = tuned.pivot_table(index="model", columns="k", values="perplexity").loc[order]
@@ -170,9 +170,9 @@ def table_forgetting() -> str:
     return markdown(table) + f"\n\nWhole pre-trained encoder (k = 6 and pre-trained embeddings): perplexity {pre:.0f}."
 
 
-def table_surface() -> str:
+def table_surface(name: str = "surface-rte") -> str:
     """Dev loss and accuracy at the three points of the plane and the largest loss on the line (Fig. 7)."""
-    folder = RESULTS / "analysis" / "surface-rte"
+    folder = RESULTS / "analysis" / name
     grid = pd.read_csv(folder / "surface.csv")
     line = pd.read_csv(folder / "interpolation.csv")
     rows = []
@@ -183,7 +183,21 @@ def table_surface() -> str:
     peak = line.loc[line["loss"].idxmax()]
     rows.append([f"failed → successful line, highest (t = {peak['t']:.2f})", _f(peak["loss"], 4),
                  _f(100 * peak["acc"], 1)])
-    return markdown(pd.DataFrame(rows, columns=["point", "dev loss", "dev acc"]))
+    split = json.loads((folder / "surface.json").read_text())["split"]
+    return markdown(pd.DataFrame(rows, columns=["point", f"{split} loss", f"{split} acc"]))
+
+
+def table_stuck_runs() -> str:
+    """Every run of the CPU study at lr 2e-4 without bias correction, 20 epochs (stuck or not)."""
+    from steadytune.stats import stuck_mask
+
+    runs = load("stuck-rte-cpu")[0].sort_values("seed", ignore_index=True)
+    stuck = stuck_mask(runs["train_loss"], runs["label_entropy"])
+    rows = [[int(r.seed), str(r.run_id), _f(100 * r.final), "yes" if r.failed else "no", _f(r.train_loss, 4),
+             _f(r.label_entropy, 4), "yes" if k == 1 else "no"]
+            for r, k in zip(runs.itertuples(), stuck)]
+    return markdown(pd.DataFrame(rows, columns=["seed", "run", "dev acc", "failed", "train loss", "label entropy",
+                                                "stuck"]))
 
 
 TABLES = {
@@ -194,6 +208,10 @@ TABLES = {
     "downsampling": table_downsampling,
     "forgetting": table_forgetting,
     "surface": table_surface,
+    "stuck-rte-cpu": table_stuck_runs,
+    "forgetting-stuck": lambda: table_forgetting("forgetting-rte-stuck"),
+    "surface-stuck": lambda: table_surface("surface-rte-stuck"),
+    "surface-stuck-train": lambda: table_surface("surface-rte-stuck-train"),
 }
 
 
