@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Many seeds per GPU, then the seed-heavy Table 1 analogue, in one short device lease.
 #
-#   bash bench/gpu.sh prepare   # on the CPU machine: .gpu_bundle/ (git-ignored, ~60 MB): fp16 MiniLM,
-#                               # RTE/MRPC/CoLA train+dev, and this machine's transformers wheel
+#   bash bench/gpu.sh prepare   # on the CPU machine: .gpu_bundle/ (git-ignored, ~47 MB): fp16 MiniLM and
+#                               # RTE/MRPC/CoLA train+dev (WHEEL=1 adds this machine's transformers wheel)
 #   bash bench/gpu.sh run       # on the GPU machine (carry .gpu_bundle); about 9 minutes
 #   bash bench/gpu.sh regime    # there: the failing-regime study (RTE, CoLA; lr x bias correction x
 #                               # epochs 3/20 on 256-example slices), 16 workers, until BUDGET ends
@@ -34,9 +34,13 @@ path = resolve_model_path("minilm")
 AutoModel.from_pretrained(path, dtype=torch.float16).save_pretrained(".gpu_bundle/minilm-fp16")
 AutoTokenizer.from_pretrained(path).save_pretrained(".gpu_bundle/minilm-fp16")
 PY
-  mkdir -p "$BUNDLE/whl"
-  "$PY" -m pip download -q --no-deps -d "$BUNDLE/whl" "transformers==$("$PY" -c 'import transformers; print(transformers.__version__)')"
-  du -sh "$BUNDLE"
+  # The GPU image's transformers (5.17 on 2026-11-27) gave byte-identical CPU curves to 5.24 here,
+  # so the wheel (13.5 MB) is left out unless WHEEL=1: tracked files + bundle must stay under 64 MiB.
+  if [ "${WHEEL:-0}" = 1 ]; then
+    mkdir -p "$BUNDLE/whl"
+    "$PY" -m pip download -q --no-deps -d "$BUNDLE/whl" "transformers==$("$PY" -c 'import transformers; print(transformers.__version__)')"
+  fi
+  du -sh "$BUNDLE"; echo "tracked files: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (both together < 64 MiB)"
   ;;
 run)
   OUTDIR=${OUT:-/tmp/gpu-out}
@@ -104,8 +108,13 @@ regime)
   BUDGET=${BUDGET:-170}
   exec > >(tee "$OUTDIR/gpu-regime.txt") 2>&1
   PY=${PY:-python3}
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
-  export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  if ls $BUNDLE/whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
+    export PYTHONPATH=/tmp/site:src
+  else
+    export PYTHONPATH=src
+  fi
+  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
   STORE=$OUTDIR/regime-gpu.db
   [ -f results/regime-gpu.db ] && [ ! -f $STORE ] && cp results/regime-gpu.db $STORE  # resume the committed study
   timeout -s INT -k 15 $BUDGET "$PY" -m steadytune.cli sweep --tasks rte,cola --recipes devlin2019 --seeds 1-5 \
