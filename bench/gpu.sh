@@ -18,6 +18,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=.gpu_bundle
+
+setup_python() {  # the bundle's transformers wheel if carried, else the machine's own
+  PY=${PY:-python3}
+  if ls $BUNDLE/whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
+    export PYTHONPATH=/tmp/site:src
+  else
+    export PYTHONPATH=src
+  fi
+  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+}
+
+checkpoint_study() {  # fold the WAL into the study file (only it comes back) and count its runs
+  "$PY" -c "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); print(c.execute('select status, count(*) from runs group by status').fetchall())" "$1"
+}
 case "${1:-run}" in
 prepare)
   PY=${PY:-.venv/bin/python}
@@ -48,14 +63,7 @@ run)
   BUDGET=${BUDGET:-540}           # seconds for the whole script
   T0=$(date +%s)
   exec > >(tee "$OUTDIR/gpu.txt") 2>&1
-  PY=${PY:-python3}
-  if ls $BUNDLE/whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
-    export PYTHONPATH=/tmp/site:src
-  else
-    export PYTHONPATH=src
-  fi
-  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  setup_python
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   "$PY" -c 'import torch, transformers, steadytune; print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available(), "cpus", __import__("os").cpu_count())'
   M=$BUNDLE/minilm-fp16
@@ -91,13 +99,7 @@ run)
       --recipes devlin2019,mixout2020,mosbach2021 --seeds 1-25 --model $M --data-dir $BUNDLE/glue \
       --set device=$DEVICE --set diag_every=100 --store $STORE --workers $BEST ${T1_EXTRA:-} >/tmp/table1.log 2>&1 || true
     tail -4 /tmp/table1.log
-    "$PY" - "$STORE" <<'PY'
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1])
-con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-print(con.execute("select status, count(*) from runs group by status").fetchall())
-con.close()
-PY
+    checkpoint_study "$STORE"
     "$PY" -m steadytune.cli summary $STORE 2>&1 | head -40 || true
   fi
   cp /tmp/table1.log /tmp/pack-1.log /tmp/pack-16.log "$OUTDIR/" 2>/dev/null || true
@@ -107,22 +109,15 @@ regime)
   OUTDIR=${OUT:-/tmp/gpu-out}; mkdir -p "$OUTDIR"
   BUDGET=${BUDGET:-170}
   exec > >(tee "$OUTDIR/gpu-regime.txt") 2>&1
-  PY=${PY:-python3}
-  if ls $BUNDLE/whl/*.whl >/dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $BUNDLE/whl/*.whl
-    export PYTHONPATH=/tmp/site:src
-  else
-    export PYTHONPATH=src
-  fi
-  export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+  setup_python
   STORE=$OUTDIR/regime-gpu.db
   [ -f results/regime-gpu.db ] && [ ! -f $STORE ] && cp results/regime-gpu.db $STORE  # resume the committed study
   timeout -s INT -k 15 $BUDGET "$PY" -m steadytune.cli sweep --tasks rte,cola --recipes devlin2019 --seeds 1-5 \
     --grid lr=2e-5,1e-4,2e-4 --grid correct_bias=true,false --grid epochs=3,20 --train-limit 256 \
     --model $BUNDLE/minilm-fp16 --data-dir $BUNDLE/glue --set evals_per_epoch=1 --set device=${DEVICE:-cuda} \
     --store $STORE --workers ${WORKERS:-16} >/tmp/regime.log 2>&1 || true
-  grep -E " (ok|FAILED|DIVERGED)" /tmp/regime.log | tail -5
-  "$PY" -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA wal_checkpoint(TRUNCATE)'); print(c.execute('select status, count(*) from runs group by status').fetchall())" $STORE
+  grep -E " (ok|FAILED|DIVERGED)" /tmp/regime.log | tail -5 || true
+  checkpoint_study "$STORE"
   cp /tmp/regime.log "$OUTDIR/"
   ;;
 *) echo "usage: bash bench/gpu.sh prepare|run|regime" >&2; exit 2 ;;

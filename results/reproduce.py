@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from steadytune.stats import stuck_mask
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 DOC = ROOT / "docs" / "reproduction.md"
@@ -38,10 +40,9 @@ PAPER_TABLE1 = {
 TASKS = ["rte", "mrpc", "cola"]
 # Entropy (nats) of the training label prior, from the GLUE train.tsv label counts (the
 # 256-example slices are stratified, so theirs is the same): RTE 1249/1241, CoLA 6023/2528,
-# MRPC 2474/1194. A run whose final training loss is still >= 80% of it has not left the
-# prior: an optimisation failure in the paper's sense.
+# MRPC 2474/1194. Used for runs recorded before runs stored their own label entropy; "stuck"
+# is then steadytune.stats.stuck_mask, as in `steadytune summary`.
 PRIOR_ENTROPY = {"rte": 0.6931, "cola": 0.6069, "mrpc": 0.6312}
-STUCK = 0.8
 RECIPES = ["devlin2019", "mixout2020", "mosbach2021"]
 
 
@@ -52,6 +53,8 @@ def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     with Study.open(RESULTS / f"{name}.db", readonly=True) as study:
         runs, curves = study.runs_table(), study.curves_table()
+    runs["label_entropy"] = runs["label_entropy"].fillna(runs["task"].map(PRIOR_ENTROPY))
+    runs["stuck"] = stuck_mask(runs["train_loss"], runs["label_entropy"]) == 1
     grid = runs["grid"].fillna("").map(lambda g: dict(kv.split("=", 1) for kv in g.split(",") if kv))
     for key in ("correct_bias", "epochs", "lr"):
         runs[key] = grid.map(lambda d: d.get(key, ""))
@@ -84,12 +87,11 @@ def _groups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     rows = []
     for values, part in runs.groupby(keys, sort=False):
         s = summarize(part).iloc[0]
-        prior = part["task"].map(PRIOR_ENTROPY)  # these studies predate the stored label entropy
         rows.append({**dict(zip(keys, values if isinstance(values, tuple) else (values,))),
                      "n": int(s["n"]), "failed": int(s["n_failed"]), "mean": _f(s["mean"]), "std": _f(s["std"]),
                      "median": _f(s["median"]), "max": _f(s["max"]),
                      "train loss": _f(part["train_loss"].mean(), 3),
-                     "stuck": int((part["train_loss"] >= STUCK * prior).sum())})
+                     "stuck": int(part["stuck"].sum())})
     return pd.DataFrame(rows)
 
 
@@ -189,13 +191,10 @@ def table_surface(name: str = "surface-rte") -> str:
 
 def table_stuck_runs() -> str:
     """Every run of the CPU study at lr 2e-4 without bias correction, 20 epochs (stuck or not)."""
-    from steadytune.stats import stuck_mask
-
     runs = load("stuck-rte-cpu")[0].sort_values("seed", ignore_index=True)
-    stuck = stuck_mask(runs["train_loss"], runs["label_entropy"])
     rows = [[int(r.seed), str(r.run_id), _f(100 * r.final), "yes" if r.failed else "no", _f(r.train_loss, 4),
-             _f(r.label_entropy, 4), "yes" if k == 1 else "no"]
-            for r, k in zip(runs.itertuples(), stuck)]
+             _f(r.label_entropy, 4), "yes" if r.stuck else "no"]
+            for r in runs.itertuples()]
     return markdown(pd.DataFrame(rows, columns=["seed", "run", "dev acc", "failed", "train loss", "label entropy",
                                                 "stuck"]))
 
@@ -279,7 +278,6 @@ def _plot_failed_by_lr():
             ax = axes[row][col]
             for bc, colour, label in (("true", "C0", "BC"), ("false", "C3", "no BC")):
                 part = runs[(runs["task"] == task) & (runs["epochs"] == epochs) & (runs["correct_bias"] == bc)]
-                part = part.assign(stuck=part["train_loss"] >= STUCK * PRIOR_ENTROPY[task])
                 by_lr = part.groupby(part["lr"].astype(float))
                 rate = by_lr["failed"].agg(["mean", "size"])
                 ax.plot(rate.index, rate["mean"], marker="o", color=colour,

@@ -52,6 +52,8 @@ def stuck_mask(train_loss: np.ndarray, label_entropy: np.ndarray) -> np.ndarray:
     out = np.full(loss.shape, np.nan)
     out[known] = (loss[known] >= STUCK_FRACTION * entropy[known]).astype(np.float64)
     return out
+
+
 _STATUSES = ("finished", "diverged")
 
 
