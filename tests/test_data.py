@@ -17,15 +17,13 @@ from steadytune.data import (
     TASKS,
     DataError,
     Split,
-    custom_file,
     downsample,
     get_task,
     glue_dir,
-    load_custom,
     load_glue,
-    load_hub,
     load_split,
 )
+from steadytune.userdata import custom_file, load_custom, load_hub
 
 DATA = Path(os.environ.get("STEADYTUNE_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 GLUE = DATA / "glue"

@@ -3,13 +3,12 @@
 Every loader returns a :class:`Split`: parallel lists of texts plus a NumPy label array.
 Every problem with an input file raises :class:`DataError` whose message names the
 file, the 1-based line number and what is wrong, so a user can fix the file directly.
-Tokenisation and batching live in :mod:`steadytune.batching` (re-exported here).
+Custom files and hub data sets are read by :mod:`steadytune.userdata`; tokenisation and
+batching live in :mod:`steadytune.batching` (re-exported here).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -253,195 +252,6 @@ def _label_key(raw: Any) -> str:
     return "" if raw is None else str(raw).strip()
 
 
-# ----------------------------------------------------------------------------- custom
-
-CUSTOM_SUFFIXES = (".csv", ".tsv", ".jsonl")
-
-
-def parse_text_columns(text_columns: str) -> tuple[str, ...]:
-    """``"a"`` -> ``("a",)``, ``"a,b"`` -> ``("a", "b")``.
-
-    Raises:
-        DataError: not one or two non-empty names.
-    """
-    names = tuple(part.strip() for part in text_columns.split(","))
-    if not 1 <= len(names) <= 2 or not all(names):
-        raise DataError(f"text_columns={text_columns!r} must be one column name or two "
-                        "joined by a comma (e.g. 'premise,hypothesis')")
-    return names
-
-
-def custom_file(path: str, split: str) -> Path:
-    """Resolve the file of ``split`` for ``task=custom``.
-
-    ``path`` is one of
-      * a directory holding ``train.<ext>`` and ``dev.<ext>`` (ext csv, tsv or jsonl);
-      * a pattern with ``{split}``, e.g. ``data/{split}.jsonl``;
-      * a single file, used as the train split only (asking for ``dev`` is an error,
-        because evaluating on the training data would be silently wrong).
-
-    Raises:
-        DataError: missing, ambiguous or unsupported file; the message says how to fix it.
-    """
-    _check_split(split)
-    hint = ("give a directory with train.csv/.tsv/.jsonl and dev.<ext>, or a pattern such "
-            "as data/{split}.csv (config key data_file)")
-    if "{split}" in path:
-        file = Path(path.replace("{split}", split)).expanduser()
-    elif Path(path).expanduser().is_dir():
-        folder = Path(path).expanduser()
-        found = [folder / f"{split}{ext}" for ext in CUSTOM_SUFFIXES
-                 if (folder / f"{split}{ext}").is_file()]
-        if not found:
-            raise DataError(f"no {split}.csv, {split}.tsv or {split}.jsonl in {folder}; {hint}")
-        if len(found) > 1:
-            raise DataError(f"several {split} files in {folder}: "
-                            f"{', '.join(f.name for f in found)}; keep one")
-        file = found[0]
-    else:
-        file = Path(path).expanduser()
-        if file.is_file() and split != "train":
-            raise DataError(f"data_file {file} is a single file, used for the train split "
-                            f"only; for a {split} split {hint}")
-    if not file.is_file():
-        raise DataError(f"data file {file} not found; {hint}")
-    if file.suffix.lower() not in CUSTOM_SUFFIXES:
-        raise DataError(f"{file}: unsupported file type {file.suffix!r}; use .csv, .tsv or .jsonl")
-    return file
-
-
-def _custom_records(file: Path, columns: tuple[str, ...],
-                    label_column: str) -> list[tuple[int, list[Any], Any]]:
-    """``(line, texts, raw_label)`` of a CSV/TSV (header required) or JSONL file."""
-    wanted, records = (*columns, label_column), []
-    if file.suffix.lower() == ".jsonl":
-        with open(file, encoding="utf-8-sig", newline="\n") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise _fail(file, n, f"invalid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise _fail(file, n, "each JSONL line must be a JSON object")
-                for name in wanted:
-                    if name not in row:
-                        raise _fail(file, n, f"missing key {name!r} (found: {', '.join(row)})")
-                records.append((n, [row[c] for c in columns], row[label_column]))
-    else:
-        # TSV: quoting off, like GLUE (unbalanced quotes are common); CSV: standard quoting.
-        tsv = file.suffix.lower() == ".tsv"
-        with open(file, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter="\t" if tsv else ",",
-                                quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-            header = next(reader, [])
-            if not any(h.strip() for h in header):
-                raise DataError(f"{file}: file is empty (no header line)")
-            for name in wanted:
-                if name not in header:
-                    raise _fail(file, 1, f"header lacks column {name!r} (found: {', '.join(header)})")
-            pos = [header.index(name) for name in wanted]
-            for fields in reader:
-                if not any(field.strip() for field in fields):
-                    continue
-                # reader.line_num is the physical line where this record ended.
-                if len(fields) != len(header):
-                    raise _fail(file, reader.line_num,
-                                f"expected {len(header)} columns, found {len(fields)}")
-                records.append((reader.line_num, [fields[p] for p in pos[:-1]], fields[pos[-1]]))
-    if not records:
-        raise DataError(f"{file}: file is empty (no data rows)")
-    return records
-
-
-def _sorted_labels(raw: list[Any]) -> tuple[str, ...]:
-    # Integer-like labels sort numerically ("2" before "10"); others alphabetically.
-    keys = {_label_key(value) for value in raw} - {""}
-    try:
-        return tuple(sorted(keys, key=int))
-    except ValueError:
-        return tuple(sorted(keys))
-
-
-def load_custom(path: str, split: str, text_columns: str = "text", label_column: str = "label",
-                label_names: tuple[str, ...] | None = None) -> Split:
-    """Read a user data set from CSV, TSV (quoting off) or JSONL.
-
-    Args:
-        path: directory, ``{split}`` pattern or single train file (see :func:`custom_file`).
-        split: ``train`` or ``dev``.
-        text_columns: ``"a"`` or ``"a,b"`` (sentence pairs).
-        label_column: column holding the label strings.
-        label_names: labels in class-id order. When None, the ids are the sorted label
-            set of the **train** file (numeric order for integer labels), so train and
-            dev always agree even if dev lacks a class.
-
-    Returns:
-        The split with int64 class ids.
-
-    Raises:
-        DataError: missing file, empty file, missing column, wrong column count, empty
-            text or a label outside ``label_names`` / the train labels.
-    """
-    columns = parse_text_columns(text_columns)
-    file = custom_file(path, split)
-    records = _custom_records(file, columns, label_column)
-    if label_names is None:
-        train = records if split == "train" else _custom_records(
-            custom_file(path, "train"), columns, label_column)
-        label_names = _sorted_labels([raw for _, _, raw in train])
-    return _make_split(file, records, tuple(label_names))
-
-
-# ----------------------------------------------------------------------------- hub
-
-
-def load_hub(name: str, split: str, text_columns: str = "text", label_column: str = "label",
-             config: str | None = None) -> Split:
-    """Load a Hugging Face hub data set (optional ``datasets`` package; needs network or cache).
-
-    Args:
-        name: hub id, e.g. ``nyu-mll/glue``; ``config``: its subset, e.g. ``rte``.
-        split: ``train`` or ``dev`` (read as the hub's ``validation`` split).
-        text_columns, label_column: as in :func:`load_custom`. ``ClassLabel`` names are
-            kept, float labels mean regression, other labels are sorted per split.
-
-    Raises:
-        DataError: ``datasets`` missing, data set unreachable, missing column, bad row.
-    """
-    _check_split(split)
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(f"hub:{name} needs the optional 'datasets' package: "
-                        "pip install 'steadytune[hub]'") from None
-    hub_split = "validation" if split == "dev" else split
-    source = f"hub:{name}" + (f":{config}" if config else "") + f"[{hub_split}]"
-    try:
-        ds = datasets.load_dataset(name, config, split=hub_split)
-    except Exception as e:  # network, auth and missing-split errors all look different
-        raise DataError(f"could not load {source}: {e}. Offline? Set HF_DATASETS_OFFLINE=1 with "
-                        "a filled cache, or export the data to CSV/JSONL and use task=custom") from e
-    columns = parse_text_columns(text_columns)
-    missing = [c for c in (*columns, label_column) if c not in ds.column_names]
-    if missing or len(ds) == 0:
-        raise DataError(f"{source}: empty or lacks columns {missing} (found: {ds.column_names})")
-    raw, feature = ds[label_column], ds.features[label_column]
-    regression, label_names = False, None
-    if isinstance(feature, datasets.ClassLabel):  # -1 marks unlabelled test rows
-        label_names = tuple(feature.names)
-        raw = [feature.names[i] if i >= 0 else "<unlabelled>" for i in raw]
-    elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
-        regression = True
-    else:
-        label_names = _sorted_labels(raw)
-    texts = [ds[c] for c in columns]
-    # "Line numbers" in messages are 1-based row numbers of the hub split.
-    records = [(i + 1, [t[i] for t in texts], raw[i]) for i in range(len(raw))]
-    return _make_split(source, records, label_names, regression=regression)
-
-
 def load_split(cfg: RunConfig, split: str) -> Split:
     """Load ``split`` of the data set a run configuration names.
 
@@ -450,8 +260,11 @@ def load_split(cfg: RunConfig, split: str) -> Split:
     ``hub:<name>[:<config>]`` (needs ``datasets``). No down-sampling is applied here.
 
     Raises:
-        DataError: see :func:`load_glue`, :func:`load_custom`, :func:`load_hub`.
+        DataError: see :func:`load_glue` and :mod:`steadytune.userdata`.
     """
+    # userdata builds on this module, so it is imported here rather than at the top.
+    from steadytune.userdata import load_custom, load_hub
+
     if cfg.task == "custom":
         if not cfg.data_file:
             raise DataError("task=custom needs data_file=<directory, file or {split} pattern>")
@@ -504,6 +317,6 @@ from steadytune.batching import Encoded, batch_order, collate, encode, eval_batc
 
 __all__ = [
     "DataError", "TaskSpec", "TASKS", "SPLITS", "get_task", "Split", "glue_dir", "load_glue",
-    "parse_text_columns", "custom_file", "load_custom", "load_hub", "load_split", "downsample",
+    "load_split", "downsample",
     "Encoded", "encode", "batch_order", "collate", "eval_batches",
 ]

@@ -148,7 +148,8 @@ def check_data(cfg: RunConfig) -> None:
     Raises:
         DataError: unknown task, missing GLUE folder, task folder or split file.
     """
-    from steadytune.data import DataError, custom_file, get_task, glue_dir
+    from steadytune.data import DataError, get_task, glue_dir
+    from steadytune.userdata import custom_file
 
     if cfg.task.startswith("hub:"):
         return
