@@ -11,7 +11,8 @@ while a sweep writes; every write is a short ``BEGIN IMMEDIATE`` transaction ret
 when another writer holds the lock.
 
 Sweeps run with ``--keep-checkpoints`` also list the model checkpoints they kept in
-``checkpoints`` (see :mod:`steadytune.checkpoints`).
+``checkpoints`` (see :mod:`steadytune.checkpoints`). The file format (schema, version,
+how a foreign file is refused) is :mod:`steadytune.storefile`.
 
 Run statuses: ``pending`` (planned), ``running`` (handed to an executor), ``finished``,
 ``diverged`` (NaN loss; a result, counted as failed), ``error`` (the run raised; it is
@@ -21,24 +22,22 @@ died and are redone too.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sqlite3
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 import pandas as pd
 
 from steadytune.results import RunResult
+from steadytune.storefile import (
+    CHECKPOINTS_TABLE, STATUSES, StoreError, connect_readonly, create_schema, inspect_file, utc_now,
+)
 
-APP = "steadytune"
-SCHEMA_VERSION = 1
 DONE = ("finished", "diverged")
 """Statuses that count as done: a resumed sweep skips these runs."""
-STATUSES = ("pending", "running", "finished", "diverged", "error")
 _RUN_EXTRAS = ("json_extract(result_json, '$.data.label_entropy') AS label_entropy, "
                "(SELECT c.value FROM curves c WHERE c.run_id = runs.run_id AND c.split = 'train' "
                "AND c.name = 'loss' ORDER BY c.step DESC LIMIT 1) AS train_loss")
@@ -47,48 +46,12 @@ RUN_COLUMNS = ["run_id", "task", "model", "recipe", "grid", "seed", "metric", "f
 """Columns of :meth:`Study.runs_table`: what :mod:`steadytune.stats` needs, plus bookkeeping."""
 CURVE_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
 DIAG_COLUMNS = ["run_id", "step", "group", "name", "value"]
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _RETRIES = 60
 _CHUNK = 500
 
 CHECKPOINT_COLUMNS = ["run_id", "path", "failed", "task", "model", "recipe", "grid", "seed"]
 """Columns of :meth:`Study.checkpoints`."""
-# Added after schema version 1 shipped; older studies get it on their first checkpoint
-# write (CREATE IF NOT EXISTS), and readers treat a missing table as "no checkpoints".
-_CHECKPOINTS_TABLE = """
-CREATE TABLE IF NOT EXISTS checkpoints (
-    run_id TEXT PRIMARY KEY REFERENCES runs(run_id) ON DELETE CASCADE,
-    path TEXT NOT NULL, failed INTEGER NOT NULL, created_at TEXT NOT NULL);
-"""
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, task TEXT NOT NULL, model TEXT NOT NULL, recipe TEXT NOT NULL,
-    grid TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL, config_json TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {STATUSES!r}),
-    attempts INTEGER NOT NULL DEFAULT 0, error TEXT, metric TEXT, final REAL, best REAL,
-    baseline REAL, failed INTEGER, failed_best INTEGER, result_json TEXT, wall_seconds REAL,
-    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
-CREATE TABLE IF NOT EXISTS curves (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    step INTEGER NOT NULL, epoch REAL, split TEXT NOT NULL, name TEXT NOT NULL, value REAL);
-CREATE INDEX IF NOT EXISTS curves_run ON curves(run_id);
-CREATE TABLE IF NOT EXISTS diagnostics (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    step INTEGER NOT NULL, "group" TEXT, name TEXT NOT NULL, value REAL);
-CREATE INDEX IF NOT EXISTS diagnostics_run ON diagnostics(run_id);
-CREATE TABLE IF NOT EXISTS logs (
-    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
-    attempt INTEGER NOT NULL, text TEXT NOT NULL, created_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS logs_run ON logs(run_id);
-""" + _CHECKPOINTS_TABLE
-
 T = TypeVar("T")
-
-
-class StoreError(RuntimeError):
-    """A study file that is missing, not SQLite, not ours, or from a newer schema."""
 
 
 class Planned(Protocol):
@@ -99,10 +62,6 @@ class Planned(Protocol):
 
     @property
     def cfg(self) -> Any: ...
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _finite(value: Any) -> float | None:
@@ -116,48 +75,6 @@ def _finite(value: Any) -> float | None:
 def _locked(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
-
-
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
-                           isolation_level=None, check_same_thread=False)
-
-
-def _inspect(path: Path) -> bool:
-    """Whether ``path`` is an existing study (False: missing, empty, or no tables yet).
-
-    Reads only, so a foreign file is never modified.
-
-    Raises:
-        StoreError: a directory, not SQLite, SQLite without our ``meta``, or a newer schema.
-    """
-    if not path.exists():
-        return False
-    if path.is_dir():
-        raise StoreError(f"{path} is a directory, not a steadytune study file")
-    with open(path, "rb") as f:
-        head = f.read(len(_SQLITE_MAGIC))
-    if not head:
-        return False  # zero bytes: a study killed before its first commit
-    if head != _SQLITE_MAGIC:
-        raise StoreError(f"{path} is not a steadytune study: not an SQLite database "
-                         "(the file was left untouched)")
-    try:
-        with contextlib.closing(_connect_ro(path)) as conn:
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a readable steadytune study ({exc}); "
-                         "the file was left untouched") from None
-    if not tables:
-        return False  # created but killed before the schema was committed
-    if meta.get("app") != APP:
-        raise StoreError(f"{path} is an SQLite database but not a steadytune study (no "
-                         f"'{APP}' entry in a meta table); the file was left untouched")
-    if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
-        raise StoreError(f"{path} has study schema version {meta['schema_version']}; this "
-                         f"steadytune reads version <= {SCHEMA_VERSION}; upgrade steadytune")
-    return True
 
 
 class Study:
@@ -183,11 +100,11 @@ class Study:
                 or from a newer schema; foreign files are never modified.
         """
         path = Path(path)
-        exists = _inspect(path)
+        exists = inspect_file(path)
         if not exists and (readonly or not create):
             raise StoreError(f"no steadytune study at {path}")
         if readonly:
-            return cls(path, _connect_ro(path), readonly=True)
+            return cls(path, connect_readonly(path), readonly=True)
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
         for pragma in ("busy_timeout = 30000", "journal_mode = WAL", "synchronous = NORMAL",
@@ -195,7 +112,7 @@ class Study:
             conn.execute(f"PRAGMA {pragma}")
         study = cls(path, conn, readonly=False)
         if not exists:
-            study._write(_create_schema)
+            study._write(create_schema)
         return study
 
     def close(self) -> None:
@@ -237,7 +154,7 @@ class Study:
         Returns:
             The number of new rows.
         """
-        now = _now()
+        now = utc_now()
         rows = [(r.run_id, r.cfg.task, r.cfg.model, r.cfg.recipe, r.grid, int(r.cfg.seed),
                  json.dumps(r.cfg.to_dict(), sort_keys=True), now) for r in runs]
 
@@ -254,7 +171,7 @@ class Study:
         """Mark a run as handed to an executor (one more attempt)."""
         self._write(lambda conn: conn.execute(
             "UPDATE runs SET status='running', attempts=attempts+1, started_at=? "
-            "WHERE run_id=? AND status NOT IN ('finished', 'diverged')", (_now(), run_id)))
+            "WHERE run_id=? AND status NOT IN ('finished', 'diverged')", (utc_now(), run_id)))
 
     def record_result(self, run_id: str, result: RunResult | dict[str, Any],
                       curves: pd.DataFrame | list[tuple] | None = None,
@@ -285,7 +202,7 @@ class Study:
                   _finite(result["metrics"]["final"].get(metric)),
                   _finite(result["metrics"]["best"].get(metric)), _finite(result["majority_baseline"]),
                   int(bool(result["failed"])), int(bool(result["failed_best"])),
-                  json.dumps(result, sort_keys=True), _finite(result.get("wall_seconds")), _now())
+                  json.dumps(result, sort_keys=True), _finite(result.get("wall_seconds")), utc_now())
 
         def write(conn: sqlite3.Connection) -> bool:
             if _is_done(conn, run_id):
@@ -305,7 +222,7 @@ class Study:
             if _is_done(conn, run_id):
                 return
             conn.execute("UPDATE runs SET status='error', error=?, finished_at=? WHERE run_id=?",
-                         (message, _now(), run_id))
+                         (message, utc_now(), run_id))
             _add_log(conn, run_id, log)
 
         self._write(write)
@@ -319,10 +236,10 @@ class Study:
                 folder of the study file.
         """
         drop = [(r,) for r in set(scope) - set(kept)]
-        rows = [(r, str(path), int(bool(failed)), _now()) for r, (path, failed) in kept.items()]
+        rows = [(r, str(path), int(bool(failed)), utc_now()) for r, (path, failed) in kept.items()]
 
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute(_CHECKPOINTS_TABLE)
+            conn.execute(CHECKPOINTS_TABLE)
             conn.executemany("DELETE FROM checkpoints WHERE run_id=?", drop)
             conn.executemany("INSERT INTO checkpoints (run_id, path, failed, created_at) VALUES (?, ?, ?, ?) "
                              "ON CONFLICT(run_id) DO UPDATE SET path=excluded.path, failed=excluded.failed",
@@ -455,15 +372,6 @@ class Study:
         return written
 
 
-def _create_schema(conn: sqlite3.Connection) -> None:
-    # executescript() would COMMIT on its own; one statement at a time keeps one transaction.
-    for statement in _SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-    conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-                     [("app", APP), ("schema_version", str(SCHEMA_VERSION)), ("created_at", _now())])
-
-
 def _is_done(conn: sqlite3.Connection, run_id: str) -> bool:
     row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
     if row is None:
@@ -486,7 +394,7 @@ def _add_log(conn: sqlite3.Connection, run_id: str, log: str | None) -> None:
     if log:
         attempt = conn.execute("SELECT attempts FROM runs WHERE run_id=?", (run_id,)).fetchone()[0]
         conn.execute("INSERT INTO logs (run_id, attempt, text, created_at) VALUES (?, ?, ?, ?)",
-                     (run_id, attempt, log, _now()))
+                     (run_id, attempt, log, utc_now()))
 
 
 def _rows(table: pd.DataFrame | list[tuple] | None, columns: list[str]) -> list[tuple]:
