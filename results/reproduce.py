@@ -72,6 +72,13 @@ def _f(x: float, digits: int = 1) -> str:
     return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _p(x: float) -> str:
+    """A p-value: 3 decimals, or 2 significant digits in scientific notation below 0.001."""
+    if x is None or not np.isfinite(x):
+        return "–"
+    return f"{x:.3f}" if x >= 0.001 else f"{x:.1e}"
+
+
 def markdown(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(df.columns) + " |"
     rule = "|" + "|".join("---:" if df[c].map(lambda v: bool(re.fullmatch(r"[-–0-9./ ]+", str(v)))).all()
@@ -98,10 +105,10 @@ def _groups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 # ------------------------------------------------------------------------------ tables
 
 
-def table_table1() -> str:
-    runs, _ = load("table1-gpu")
+def table_table1(name: str = "table1-gpu", tasks: tuple[str, ...] = tuple(TASKS)) -> str:
+    runs, _ = load(name)
     out = []
-    for task in TASKS:
+    for task in tasks:
         for recipe in RECIPES:
             part = runs[(runs["task"] == task) & (runs["recipe"] == recipe)]
             paper = PAPER_TABLE1[(task, recipe)]
@@ -117,13 +124,21 @@ def table_table1() -> str:
     return markdown(pd.DataFrame(out, columns=cols))
 
 
-def table_levene() -> str:
-    from steadytune.stats import compare_recipes
+def table_levene(name: str = "table1-gpu", pairs: tuple[tuple[str, str], ...] = ()) -> str:
+    """The study's variance tests (all recipes with >= 3 runs), plus the named recipe pairs."""
+    from steadytune.stats import compare_recipes, variance_tests
 
-    runs, _ = load("table1-gpu")
+    runs, _ = load(name)
     cmp = compare_recipes(runs)
-    rows = [[r["task"], r["recipes"], _f(r["levene_p"], 3), _f(r["bf_p"], 3), r["lowest_std_recipe"]]
+    rows = [[r["task"], r["recipes"], _p(r["levene_p"]), _p(r["bf_p"]), r["lowest_std_recipe"]]
             for r in cmp.to_dict("records")]
+    for task in dict.fromkeys(runs["task"]):
+        for a, b in pairs:
+            part = runs[runs["task"] == task]
+            groups = {r: 100 * part.loc[part["recipe"] == r, "final"].to_numpy() for r in (a, b)}
+            test = variance_tests(groups)
+            lowest = min(groups, key=lambda r: groups[r].std(ddof=1))
+            rows.append([task, f"{a},{b}", _p(test["levene_p"]), _p(test["bf_p"]), lowest])
     return markdown(pd.DataFrame(rows, columns=["task", "recipes with ≥ 3 runs", "Levene p", "Brown–Forsythe p",
                                                 "lowest std"]))
 
@@ -157,6 +172,34 @@ def table_downsampling() -> str:
             rows.append([task.upper() if task == "rte" else "CoLA", label, g["n"], g["failed"], g["stuck"], g["mean"],
                          g["max"], g["train loss"]])
     return markdown(pd.DataFrame(rows, columns=["task", "training", "n", "failed", "stuck", "mean", "max",
+                                                "train loss"]))
+
+
+def table_ablation_cola1k() -> str:
+    """Bias correction x training length on the 1,000-example CoLA slice, 10 seeds per cell.
+
+    The two corners are the Table 1 study's devlin2019 and mosbach2021 runs; the other two
+    cells come from ``results/ablation-cola1k-cpu.db`` (devlin2019+bc, devlin2019 at 20 epochs).
+    """
+    from steadytune.stats import summarize
+
+    main, _ = load("table1-cola1k-cpu")
+    ablation, _ = load("ablation-cola1k-cpu")
+    cells = (
+        ("no", "3 (189)", main[main["recipe"] == "devlin2019"]),
+        ("yes", "3 (189)", ablation[ablation["recipe"] == "devlin2019+bc"]),
+        ("no", "20 (1260)", ablation[ablation["grid"] == "epochs=20"]),
+        ("yes", "20 (1260)", main[main["recipe"] == "mosbach2021"]),
+    )
+    rows = []
+    for bc, epochs, part in cells:
+        g = _groups(part.assign(cell=bc + epochs), ["cell"]).iloc[0]
+        s = summarize(part).iloc[0]
+        ci = f"{100 * s['failed_ci_low']:.0f}–{100 * s['failed_ci_high']:.0f}%"
+        rows.append([bc, epochs, str(part["recipe"].iloc[0]) + (" epochs=20" if bc == "no" and epochs[:2] == "20" else ""),
+                     g["n"], g["failed"], ci, g["stuck"], g["mean"], g["std"], g["median"], g["max"], g["train loss"]])
+    return markdown(pd.DataFrame(rows, columns=["bias correction", "epochs (steps)", "recipe", "n", "failed",
+                                                "failed 95% CI", "stuck", "mean", "std", "median", "max",
                                                 "train loss"]))
 
 
@@ -202,6 +245,9 @@ def table_stuck_runs() -> str:
 TABLES = {
     "table1": table_table1,
     "levene": table_levene,
+    "table1-cola1k": lambda: table_table1("table1-cola1k-cpu", ("cola",)),
+    "levene-cola1k": lambda: table_levene("table1-cola1k-cpu", (("devlin2019", "mosbach2021"),)),
+    "ablation-cola1k": table_ablation_cola1k,
     "regime-gpu": lambda: table_regime("regime-gpu"),
     "regime-rte-cpu": lambda: table_regime("regime-rte-cpu"),
     "downsampling": table_downsampling,
@@ -232,6 +278,13 @@ def figures() -> list[Path]:
 
     runs, _ = load("table1-gpu")
     save(plot_boxplots(runs), "fig1-table1-gpu.png")
+    cola1k, cola1k_curves = load("table1-cola1k-cpu")
+    save(plot_boxplots(cola1k), "fig1-table1-cola1k-cpu.png")
+    ablation, ablation_curves = load("ablation-cola1k-cpu")
+    both = pd.concat([cola1k[cola1k["recipe"] != "mixout2020"], ablation], ignore_index=True)
+    save(plot_boxplots(both), "fig5-ablation-cola1k-cpu.png")
+    save(plot_dev_vs_train_loss(dev_vs_train_loss(both, pd.concat([cola1k_curves, ablation_curves]))),
+         "fig8-dev-vs-train-loss-cola1k.png")
     small, curves = load("regime-gpu")
     for task, grid in (("rte", "correct_bias=false,epochs=3,lr=2e-05"), ("cola", "correct_bias=true,epochs=20,lr=0.0001")):
         part = small[(small["task"] == task) & (small["grid"] == grid)]

@@ -42,14 +42,17 @@ def test_a_changed_number_or_study_is_caught(reproduce, monkeypatch):
     assert "regime-gpu" in reproduce.check(text)
 
 
-def test_table1_counts_match_the_study_summary(reproduce):
-    """The page's failed counts are the CLI summary's (``steadytune summary results/table1-gpu.db``)."""
+@pytest.mark.parametrize("study,tasks", [("table1-gpu", ("rte", "mrpc", "cola")),
+                                         ("table1-cola1k-cpu", ("cola",))])
+def test_table1_counts_match_the_study_summary(reproduce, study, tasks):
+    """The page's failed counts are the CLI summary's (``steadytune summary results/<study>.db``)."""
     from steadytune.stats import summarize
     from steadytune.store import Study
 
-    with Study.open(ROOT / "results" / "table1-gpu.db", readonly=True) as study:
-        summary = summarize(study.runs_table())
-    table = reproduce.table_table1()
+    with Study.open(ROOT / "results" / f"{study}.db", readonly=True) as st:
+        summary = summarize(st.runs_table())
+    assert set(summary["task"]) == set(tasks)
+    table = reproduce.table_table1(study, tasks)
     for row in summary.itertuples():
         task = {"rte": "RTE", "mrpc": "MRPC", "cola": "CoLA"}[row.task]
         assert f"| {task} | {row.recipe} | {row.n} | {row.n_failed} |" in table
