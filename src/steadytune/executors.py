@@ -247,9 +247,15 @@ def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: i
         try:
             _drain(pool, queue, workers, on_start, on_done, BrokenProcessPool)
         except KeyboardInterrupt:  # Ctrl-C / SIGINT: stop the workers now; finished runs are stored
+            manager = getattr(pool, "_executor_manager_thread", None)
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.kill()
             pool.shutdown(wait=False, cancel_futures=True)
+            # Let the pool's manager thread notice the killed workers and close its wake-up
+            # pipe before the interpreter exits: if it closes the pipe while the exit hook
+            # writes to it, Python 3.11 prints an OSError traceback (EBADF) at shutdown.
+            if manager is not None:
+                manager.join(timeout=15)
             raise
         pool.shutdown(wait=True, cancel_futures=True)
 
