@@ -245,6 +245,8 @@ TABLES = {
     "table1-cola1k": lambda: table_table1("table1-cola1k-cpu", ("cola",)),
     "levene-cola1k": lambda: table_levene("table1-cola1k-cpu", (("devlin2019", "mosbach2021"),)),
     "ablation-cola1k": table_ablation_cola1k,
+    "table1-rte1k": lambda: table_table1("table1-rte1k-cpu", ("rte",)),
+    "levene-rte1k": lambda: table_levene("table1-rte1k-cpu", (("devlin2019", "mosbach2021"),)),
     "regime-gpu": lambda: table_regime("regime-gpu"),
     "regime-rte-cpu": lambda: table_regime("regime-rte-cpu"),
     "downsampling": table_downsampling,
@@ -277,6 +279,8 @@ def figures() -> list[Path]:
     save(plot_boxplots(runs), "fig1-table1-gpu.png")
     cola1k, cola1k_curves = load("table1-cola1k-cpu")
     save(plot_boxplots(cola1k), "fig1-table1-cola1k-cpu.png")
+    rte1k, _ = load("table1-rte1k-cpu")
+    save(plot_boxplots(rte1k), "fig1-table1-rte1k-cpu.png")
     ablation, ablation_curves = load("ablation-cola1k-cpu")
     both = pd.concat([cola1k[cola1k["recipe"] != "mixout2020"], ablation], ignore_index=True)
     save(plot_boxplots(both), "fig5-ablation-cola1k-cpu.png")
