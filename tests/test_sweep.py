@@ -351,19 +351,22 @@ def test_workers_zero_runs_in_process_on_cpu_and_negative_is_refused(tiny_bert, 
         run_sweep(spec, tmp_path / "t.db", workers=-1)
 
 
-def test_ctrl_c_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(tiny_bert, tiny_glue, tmp_path):
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_or_sigterm_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(
+        signum, code, word, tiny_bert, tiny_glue, tmp_path):
     store = tmp_path / "study.db"
     cmd = _sweep_cmd(store, tiny_bert, tiny_glue, "1-4", "--workers", "2")
     proc, lines = _start(cmd)
     assert _wait_for_finished_run(lines)
     workers = _children(proc.pid)
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
+    proc.send_signal(signum)
+    assert proc.wait(timeout=60) == code
     rest = []
     while (line := lines.get(timeout=10)) is not None:
         rest.append(line)
     text = "".join(rest)
-    assert "interrupted" in text and "Traceback" not in text, text
+    assert word in text and "Traceback" not in text, text
     deadline = time.monotonic() + 20
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)

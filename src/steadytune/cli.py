@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -160,6 +163,30 @@ KeepOpt = Annotated[int, typer.Option(
     "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch scheduler ending the job) as an interrupt: it stops a sweep
+    the way Ctrl-C does, with the pool's workers killed and the finished runs kept."""
+
+
+@contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread; further
+    SIGTERMs during the (bounded) clean-up are ignored. The old handler comes back after."""
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a library thread): leave it be
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address: Optional[str],
            dry_run: bool, keep_checkpoints: int) -> None:
     """Run (or plan) ``specs`` one after another into ``store``, printing progress to stderr."""
@@ -173,37 +200,39 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
     many_models = len({m for spec in specs for m in spec.models}) > 1
     totals: Counter[str] = Counter()
     try:
-        # Plan every spec first (read-only): a bad one fails before anything is written.
-        plans = [run_sweep(spec, store, executor=executor, workers=workers, dry_run=True,
-                           keep_checkpoints=keep_checkpoints) for spec in specs]
-        if dry_run:
-            _print_plan({"store": str(store), "groups": [g for p in plans for g in p["groups"]],
-                         **{k: sum(p[k] for p in plans) for k in ("planned", "done_before", "to_run")}})
-            return
-        columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn())
-        with Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False) as bar:
-            job = bar.add_task("runs", total=sum(p["to_run"] for p in plans))
+        with _sigterm_stops_like_ctrl_c():
+            # Plan every spec first (read-only): a bad one fails before anything is written.
+            plans = [run_sweep(spec, store, executor=executor, workers=workers, dry_run=True,
+                               keep_checkpoints=keep_checkpoints) for spec in specs]
+            if dry_run:
+                _print_plan({"store": str(store), "groups": [g for p in plans for g in p["groups"]],
+                             **{k: sum(p[k] for p in plans) for k in ("planned", "done_before", "to_run")}})
+                return
+            columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False) as bar:
+                job = bar.add_task("runs", total=sum(p["to_run"] for p in plans))
 
-            def on_event(event: dict) -> None:
-                if event["kind"] == "plan":
-                    err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
-                              f"{event['to_run']} to run on {event['workers']} worker(s) -> {event['store']}")
-                elif event["kind"] == "finish":
-                    bar.advance(job)
-                    err.print(_finish_line(event, many_models), highlight=False)
+                def on_event(event: dict) -> None:
+                    if event["kind"] == "plan":
+                        err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
+                                  f"{event['to_run']} to run on {event['workers']} worker(s) -> {event['store']}")
+                    elif event["kind"] == "finish":
+                        bar.advance(job)
+                        err.print(_finish_line(event, many_models), highlight=False)
 
-            for spec in specs:
-                out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
-                                on_event=on_event, keep_checkpoints=keep_checkpoints)
-                totals.update({k: out.get(k, 0) for k in ("finished", "diverged", "error", "done_before",
-                                                          "checkpoints")})
+                for spec in specs:
+                    out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
+                                    on_event=on_event, keep_checkpoints=keep_checkpoints)
+                    totals.update({k: out.get(k, 0) for k in ("finished", "diverged", "error",
+                                                              "done_before", "checkpoints")})
     except _study_errors() as exc:
         _fail(exc)
         return
-    except KeyboardInterrupt:
-        err.print("[bold yellow]interrupted[/]: finished runs are stored; run the same command again to resume")
-        raise typer.Exit(code=130) from None
+    except KeyboardInterrupt as exc:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        err.print(f"[bold yellow]{what}[/]: finished runs are stored; run the same command again to resume")
+        raise typer.Exit(code=code) from None
     err.print(f"done: {totals['finished']} finished, {totals['diverged']} diverged, {totals['error']} errors "
               f"({totals['done_before']} were already done)")
     if keep_checkpoints:
