@@ -144,6 +144,36 @@ def table_levene(name: str = "table1-gpu", pairs: tuple[tuple[str, str], ...] = 
                                                 "lowest std"]))
 
 
+def table_mrpc_metrics(name: str) -> str:
+    """MRPC failures under each of its metrics: F1 (ours, the ICLR text), accuracy (Dodge et al.'s
+    definition) and (acc+F1)/2 (the paper's v1 Table 1), each against its majority baseline."""
+    from steadytune.metrics import is_failed, majority_baseline
+
+    # The majority classifier from the GLUE label counts (train 2474 paraphrases / 1194 not,
+    # dev 279 / 129), scored by steadytune's own metrics: acc 68.4, F1 81.2, (acc+F1)/2 74.8.
+    train = np.array([1] * 2474 + [0] * 1194)
+    dev = np.array([1] * 279 + [0] * 129)
+    metrics = {"f1": "F1", "acc": "accuracy", "acc_and_f1": "(acc+F1)/2"}
+    base = {m: majority_baseline(train, dev, m) for m in metrics}
+    runs, curves = load(name)
+    dev_curves = curves[(curves["split"] == "dev") & curves["name"].isin(list(metrics))].sort_values("step")
+    final = dev_curves.groupby(["run_id", "name"])["value"].last().unstack()
+    runs = runs.join(final, on="run_id")
+    rows = []
+    for recipe in RECIPES:
+        part = runs[runs["recipe"] == recipe]
+        if not len(part):
+            continue
+        row = {"recipe": recipe, "n": len(part)}
+        for m, label in metrics.items():
+            failed = sum(is_failed(v, base[m]) for v in part[m])
+            row[f"failed: {label} ≤ {100 * base[m]:.1f}"] = failed
+        row["mean acc"] = _f(100 * part["acc"].mean())
+        row["mean F1"] = _f(100 * part["f1"].mean())
+        rows.append(row)
+    return markdown(pd.DataFrame(rows))
+
+
 def table_regime(name: str) -> str:
     runs, _ = load(name)
     runs = runs.assign(lr_num=runs["lr"].astype(float), ep=runs["epochs"].replace("", "3").astype(int))
@@ -247,6 +277,9 @@ TABLES = {
     "ablation-cola1k": table_ablation_cola1k,
     "table1-rte1k": lambda: table_table1("table1-rte1k-cpu", ("rte",)),
     "levene-rte1k": lambda: table_levene("table1-rte1k-cpu", (("devlin2019", "mosbach2021"),)),
+    "table1-mrpc1k": lambda: table_table1("table1-mrpc1k-cpu", ("mrpc",)),
+    "levene-mrpc1k": lambda: table_levene("table1-mrpc1k-cpu", (("devlin2019", "mosbach2021"),)),
+    "metrics-mrpc1k": lambda: table_mrpc_metrics("table1-mrpc1k-cpu"),
     "regime-gpu": lambda: table_regime("regime-gpu"),
     "regime-rte-cpu": lambda: table_regime("regime-rte-cpu"),
     "downsampling": table_downsampling,
@@ -281,6 +314,8 @@ def figures() -> list[Path]:
     save(plot_boxplots(cola1k), "fig1-table1-cola1k-cpu.png")
     rte1k, _ = load("table1-rte1k-cpu")
     save(plot_boxplots(rte1k), "fig1-table1-rte1k-cpu.png")
+    mrpc1k, _ = load("table1-mrpc1k-cpu")
+    save(plot_boxplots(mrpc1k), "fig1-table1-mrpc1k-cpu.png")
     ablation, ablation_curves = load("ablation-cola1k-cpu")
     both = pd.concat([cola1k[cola1k["recipe"] != "mixout2020"], ablation], ignore_index=True)
     save(plot_boxplots(both), "fig5-ablation-cola1k-cpu.png")

@@ -44,7 +44,8 @@ def test_a_changed_number_or_study_is_caught(reproduce, monkeypatch):
 
 @pytest.mark.parametrize("study,tasks", [("table1-gpu", ("rte", "mrpc", "cola")),
                                          ("table1-cola1k-cpu", ("cola",)),
-                                         ("table1-rte1k-cpu", ("rte",))])
+                                         ("table1-rte1k-cpu", ("rte",)),
+                                         ("table1-mrpc1k-cpu", ("mrpc",))])
 def test_table1_counts_match_the_study_summary(reproduce, study, tasks):
     """The page's failed counts are the CLI summary's (``steadytune summary results/<study>.db``)."""
     from steadytune.stats import summarize
