@@ -312,10 +312,8 @@ def figures() -> list[Path]:
     save(plot_boxplots(runs), "fig1-table1-gpu.png")
     cola1k, cola1k_curves = load("table1-cola1k-cpu")
     save(plot_boxplots(cola1k), "fig1-table1-cola1k-cpu.png")
-    rte1k, _ = load("table1-rte1k-cpu")
-    save(plot_boxplots(rte1k), "fig1-table1-rte1k-cpu.png")
-    mrpc1k, _ = load("table1-mrpc1k-cpu")
-    save(plot_boxplots(mrpc1k), "fig1-table1-mrpc1k-cpu.png")
+    for name in ("table1-rte1k-cpu", "table1-mrpc1k-cpu"):
+        save(plot_boxplots(load(name)[0]), f"fig1-{name}.png")
     ablation, ablation_curves = load("ablation-cola1k-cpu")
     both = pd.concat([cola1k[cola1k["recipe"] != "mixout2020"], ablation], ignore_index=True)
     save(plot_boxplots(both), "fig5-ablation-cola1k-cpu.png")
