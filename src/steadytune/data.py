@@ -128,6 +128,38 @@ def _fail(path: Path | str, line: int, problem: str) -> DataError:
     return DataError(f"{path}, line {line}: {problem}")
 
 
+def read_text(path: Path | str) -> str:
+    """The text of a data file decoded as UTF-8, a leading byte-order mark dropped.
+
+    Raises:
+        DataError: the file is not valid UTF-8; the message names the 1-based line and the
+            0-based byte offset of the first bad byte, and says to re-save the file as UTF-8.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")  # not utf-8-sig: its error offsets would skip the BOM
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise _fail(path, line, f"not valid UTF-8 at byte offset {e.start} (0x{raw[e.start]:02x}); "
+                    "re-save the file as UTF-8") from None
+    return text.removeprefix("\ufeff")
+
+
+def _check_header(path: Path | str, line: int, header: list[str]) -> None:
+    """Refuse a column name given twice: a reader would silently use the first one."""
+    seen: set[str] = set()
+    for name in header:
+        if name.strip() and name in seen:
+            raise _fail(path, line, f"duplicate column {name!r} in the header")
+        seen.add(name)
+
+
+def _check_not_header(path: Path | str, line: int, fields: list[str], header: list[str]) -> None:
+    """Refuse a data row that repeats the header (files concatenated, BOM and all)."""
+    if [f.replace("\ufeff", "").strip() for f in fields] == [h.strip() for h in header]:
+        raise _fail(path, line, "repeats the header row (concatenated files?); delete that line")
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -174,8 +206,9 @@ def load_glue(task: str, split: str, data_dir: str | None = None) -> Split:
         The split, labels as GLUE class ids (float32 scores for STS-B).
 
     Raises:
-        DataError: missing file, empty file, missing header column, wrong column count,
-            unknown label, empty text or non-numeric score.
+        DataError: missing file, not UTF-8, empty file, missing or duplicate header column,
+            the header repeated mid-file, wrong column count, unknown label, empty text or
+            non-numeric score.
     """
     spec = get_task(task)
     _check_split(split)
@@ -186,16 +219,18 @@ def load_glue(task: str, split: str, data_dir: str | None = None) -> Split:
         raise DataError(f"{where} {path} not found; the GLUE folder must hold "
                         f"{spec.glue_name}/{{train,dev}}.tsv as written by download_glue_data.py "
                         "(pass --data-dir or set GLUE_DIR)")
-    # newline="\n": split lines on LF only, so a stray CR or U+2028 inside text stays text.
-    # Blank lines are skipped (a trailing empty line is common in hand-edited copies).
-    with open(path, encoding="utf-8", newline="\n") as f:
-        lines = [(n, line.rstrip("\r\n")) for n, line in enumerate(f, start=1) if line.strip()]
+    # Split lines on LF only, so a stray CR or U+2028 inside text stays text. Blank lines
+    # are skipped (a trailing empty line is common in hand-edited copies). read_text drops
+    # the UTF-8 BOM that MRPC starts with.
+    lines = [(n, line.rstrip("\r")) for n, line in enumerate(read_text(path).split("\n"), start=1)
+             if line.strip()]
     if not lines:
         raise DataError(f"{path}: file is empty")
     rows = [(n, line.split("\t")) for n, line in lines]
-    rows[0][1][0] = rows[0][1][0].lstrip("\ufeff")  # MRPC starts with a UTF-8 BOM
-    if spec.headerless_columns is None:
+    header = spec.headerless_columns is None
+    if header:
         columns, rows = rows[0][1], rows[1:]
+        _check_header(path, lines[0][0], columns)
         if not rows:
             raise DataError(f"{path}: file has a header but no rows")
     else:
@@ -208,6 +243,8 @@ def load_glue(task: str, split: str, data_dir: str | None = None) -> Split:
     pos = [columns.index(name) for name in wanted]
     records = []
     for n, fields in rows:
+        if header:
+            _check_not_header(path, n, fields, columns)
         if len(fields) != len(columns):
             raise _fail(path, n, f"expected {len(columns)} tab-separated columns, found {len(fields)}")
         records.append((n, [fields[p] for p in pos[:-1]], fields[pos[-1]]))
@@ -275,6 +312,23 @@ def load_split(cfg: RunConfig, split: str) -> Split:
     return load_glue(cfg.task, split, cfg.data_dir)
 
 
+def validate_data(cfg: RunConfig) -> None:
+    """Read the train and dev splits ``cfg`` names, exactly as each run will, and discard them.
+
+    A sweep calls this once per data set before it writes anything, so a missing or
+    non-UTF-8 file, a duplicated or repeated header or a bad row stops the whole sweep with
+    one message naming file and line, instead of failing every run. Hub data sets are not
+    read here (that needs the network); their runs report their own errors.
+
+    Raises:
+        DataError: see :func:`load_split`.
+    """
+    if cfg.task.startswith("hub:"):
+        return
+    for split in SPLITS:
+        load_split(cfg, split)
+
+
 # ----------------------------------------------------------------------------- sampling
 
 
@@ -317,6 +371,6 @@ from steadytune.batching import Encoded, batch_order, collate, encode, eval_batc
 
 __all__ = [
     "DataError", "TaskSpec", "TASKS", "SPLITS", "get_task", "Split", "glue_dir", "load_glue",
-    "load_split", "downsample",
+    "load_split", "validate_data", "read_text", "downsample",
     "Encoded", "encode", "batch_order", "collate", "eval_batches",
 ]

@@ -8,11 +8,22 @@ line (row) and what is wrong. Re-exported by :mod:`steadytune.data`.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
 
-from steadytune.data import DataError, Split, _check_split, _fail, _label_key, _make_split
+from steadytune.data import (
+    DataError,
+    Split,
+    _check_header,
+    _check_not_header,
+    _check_split,
+    _fail,
+    _label_key,
+    _make_split,
+    read_text,
+)
 
 # ----------------------------------------------------------------------------- custom
 
@@ -71,46 +82,76 @@ def custom_file(path: str, split: str) -> Path:
     return file
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys silently; a repeated key is a broken line.
+    row: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in row:
+            raise DataError(f"duplicate key {key!r}")
+        row[key] = value
+    return row
+
+
+def _jsonl_records(file: Path, columns: tuple[str, ...],
+                   label_column: str) -> list[tuple[int, list[Any], Any]]:
+    """``(line, texts, raw_label)`` of each non-blank line of a JSONL file."""
+    records = []
+    # Lines end at LF only (as GLUE): a raw U+2028 inside a JSON string stays text.
+    for n, line in enumerate(read_text(file).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line, object_pairs_hook=_unique_keys)
+        except json.JSONDecodeError as e:
+            raise _fail(file, n, f"invalid JSON ({e.msg})") from None
+        except DataError as e:
+            raise _fail(file, n, str(e)) from None
+        if not isinstance(row, dict):
+            raise _fail(file, n, "each JSONL line must be a JSON object")
+        for name in (*columns, label_column):
+            if name not in row:
+                raise _fail(file, n, f"missing key {name!r} (found: {', '.join(row)})")
+        label = row[label_column]
+        if isinstance(label, (list, dict)):  # would become a class named "[1, 2]"
+            raise _fail(file, n, f"label {label!r} must be a string, number or boolean")
+        records.append((n, [row[c] for c in columns], label))
+    return records
+
+
+def _table_records(file: Path, columns: tuple[str, ...],
+                   label_column: str) -> list[tuple[int, list[Any], Any]]:
+    """``(line, texts, raw_label)`` of each non-blank row of a CSV or TSV file with a header."""
+    wanted, records = (*columns, label_column), []
+    # TSV: quoting off, like GLUE (unbalanced quotes are common); CSV: standard quoting.
+    tsv = file.suffix.lower() == ".tsv"
+    reader = csv.reader(io.StringIO(read_text(file), newline=""), delimiter="\t" if tsv else ",",
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    header = next(reader, [])
+    if not any(h.strip() for h in header):
+        raise DataError(f"{file}: file is empty (no header line)")
+    _check_header(file, 1, header)
+    for name in wanted:
+        if name not in header:
+            raise _fail(file, 1, f"header lacks column {name!r} (found: {', '.join(header)})")
+    pos = [header.index(name) for name in wanted]
+    for fields in reader:
+        if not any(field.strip() for field in fields):
+            continue
+        # reader.line_num is the physical line where this record ended.
+        _check_not_header(file, reader.line_num, fields, header)
+        if len(fields) != len(header):
+            raise _fail(file, reader.line_num, f"expected {len(header)} columns, found {len(fields)}")
+        records.append((reader.line_num, [fields[p] for p in pos[:-1]], fields[pos[-1]]))
+    return records
+
+
 def _custom_records(file: Path, columns: tuple[str, ...],
                     label_column: str) -> list[tuple[int, list[Any], Any]]:
     """``(line, texts, raw_label)`` of a CSV/TSV (header required) or JSONL file."""
-    wanted, records = (*columns, label_column), []
     if file.suffix.lower() == ".jsonl":
-        with open(file, encoding="utf-8-sig", newline="\n") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise _fail(file, n, f"invalid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise _fail(file, n, "each JSONL line must be a JSON object")
-                for name in wanted:
-                    if name not in row:
-                        raise _fail(file, n, f"missing key {name!r} (found: {', '.join(row)})")
-                records.append((n, [row[c] for c in columns], row[label_column]))
+        records = _jsonl_records(file, columns, label_column)
     else:
-        # TSV: quoting off, like GLUE (unbalanced quotes are common); CSV: standard quoting.
-        tsv = file.suffix.lower() == ".tsv"
-        with open(file, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f, delimiter="\t" if tsv else ",",
-                                quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-            header = next(reader, [])
-            if not any(h.strip() for h in header):
-                raise DataError(f"{file}: file is empty (no header line)")
-            for name in wanted:
-                if name not in header:
-                    raise _fail(file, 1, f"header lacks column {name!r} (found: {', '.join(header)})")
-            pos = [header.index(name) for name in wanted]
-            for fields in reader:
-                if not any(field.strip() for field in fields):
-                    continue
-                # reader.line_num is the physical line where this record ended.
-                if len(fields) != len(header):
-                    raise _fail(file, reader.line_num,
-                                f"expected {len(header)} columns, found {len(fields)}")
-                records.append((reader.line_num, [fields[p] for p in pos[:-1]], fields[pos[-1]]))
+        records = _table_records(file, columns, label_column)
     if not records:
         raise DataError(f"{file}: file is empty (no data rows)")
     return records
@@ -142,8 +183,9 @@ def load_custom(path: str, split: str, text_columns: str = "text", label_column:
         The split with int64 class ids.
 
     Raises:
-        DataError: missing file, empty file, missing column, wrong column count, empty
-            text or a label outside ``label_names`` / the train labels.
+        DataError: missing file, not UTF-8, empty file, missing or duplicate column (or
+            JSON key), the header repeated mid-file, wrong column count, empty text, a
+            list or object as label, or a label outside ``label_names`` / the train labels.
     """
     columns = parse_text_columns(text_columns)
     file = custom_file(path, split)
