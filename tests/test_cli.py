@@ -58,3 +58,20 @@ def test_recipes_and_keys_listings():
     assert json.loads(res.output)["recipes"]["mosbach2021"]["epochs"] == 20.0
     res = runner.invoke(app, ["keys"])
     assert res.exit_code == 0 and "correct_bias" in res.output
+
+
+def test_run_line_says_when_the_best_is_the_untrained_model(tiny_bert, tiny_glue, tmp_path):
+    # lr 1e-30 moves no float32 weight: no evaluation beats step 0, which stays the best (the paper's rule)
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", "--task", "rte", "--out", str(out), "--model", str(tiny_bert), "--data-dir",
+                              str(tiny_glue), "--set", "threads=1", "--set", "lr=1e-30", "--max-steps", "3"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads((out / "result.json").read_text())
+    assert payload["best_step"] == 0
+    acc, best, base = (payload["metrics"]["final"]["acc"], payload["metrics"]["best"]["acc"],
+                       payload["majority_baseline"])
+    verdict = "FAILED" if payload["failed"] else "ok"
+    assert (f"finished: acc final {acc:.4f}, best {best:.4f} (step 0: the untrained model, no later evaluation "
+            f"beat it); majority baseline {base:.4f}; {verdict}; 3 steps in {payload['wall_seconds']:.1f}s"
+            ) in res.output.splitlines()
+    assert "None" not in res.output

@@ -103,3 +103,72 @@ def test_apply_mixout_keeps_names_and_checkpoint_keys(tiny_bert):
     assert len(replaced) == 2 * 6 + 2  # 6 linears per layer, pooler, classifier
     assert [n for n, _ in model.named_parameters()] == names
     assert set(model.state_dict()) == keys
+
+
+def _pickle_only_copy(src, dest):
+    """``src`` with its weights as ``pytorch_model.bin`` (``torch.save``) instead of safetensors.
+
+    transformers 5 ignores ``save_pretrained(safe_serialization=False)``, so the pickle is
+    written directly, as older transformers versions did.
+    """
+    import shutil
+
+    from safetensors.torch import load_file
+
+    shutil.copytree(src, dest)
+    torch.save(load_file(dest / "model.safetensors"), dest / "pytorch_model.bin")
+    (dest / "model.safetensors").unlink()
+    return dest
+
+
+def test_pickle_only_checkpoint_is_refused_with_a_conversion_that_works(tiny_bert, tmp_path, monkeypatch):
+    import shlex
+    import sys
+
+    from transformers import AutoModelForSequenceClassification
+
+    folder = _pickle_only_copy(tiny_bert, tmp_path / "pickled")
+    AutoModelForSequenceClassification.from_pretrained(str(folder))  # transformers alone would unpickle it
+    with pytest.raises(ModelError) as err:
+        load_model(_cfg(folder), 2, 0)
+    command = ('python -c "import sys, transformers as t; p = sys.argv[1]; '
+               'a = t.AutoConfig.from_pretrained(p).architectures[0]; '
+               f'getattr(t, a).from_pretrained(p).save_pretrained(p)" {folder}')
+    assert str(err.value) == (f"{folder} has only pytorch_model.bin (a pickle); steadytune loads safetensors only: "
+                              f"convert it with `{command}` in an environment you trust")
+    # the advice works: run the command's code (in this process) and the folder loads
+    _, _, code, path = shlex.split(command)
+    monkeypatch.setattr(sys, "argv", ["-c", path])
+    exec(code, {})
+    model, _ = load_model(_cfg(folder), 2, 0)
+    original, _ = load_model(_cfg(tiny_bert), 2, 0)
+    weight = "bert.encoder.layer.1.output.dense.weight"
+    assert torch.equal(model.get_parameter(weight), original.get_parameter(weight))
+
+
+def test_config_naming_pickle_weights_is_refused(tiny_bert, tmp_path):
+    import json
+    import shutil
+
+    from steadytune.models import require_safetensors
+
+    folder = tmp_path / "explicit"
+    shutil.copytree(tiny_bert, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "transformers_weights": "adapter_model.bin"}))
+    with pytest.raises(ModelError, match=r"transformers_weights='adapter_model.bin', not a safetensors file"):
+        require_safetensors(folder)
+    require_safetensors(tiny_bert)  # safetensors: fine
+    require_safetensors("some-org/some-hub-id")  # not a folder: use_safetensors=True decides
+
+
+def test_hub_model_without_safetensors_is_a_clear_error():
+    from steadytune.models import _load_error
+
+    # what transformers raises for a hub repo with only pytorch_model.bin under use_safetensors=True
+    exc = OSError("org/old does not appear to have a file named model.safetensors or model.safetensors.index.json "
+                  "and thus cannot be loaded with `safetensors`. Please do not set `use_safetensors=True`.")
+    message = str(_load_error("org/old", exc))
+    assert message.startswith("model 'org/old' on the Hugging Face Hub has no safetensors weights; steadytune "
+                              "loads safetensors only")
+    assert "do not set" not in message

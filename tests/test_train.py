@@ -119,3 +119,15 @@ def test_zero_segment_ids_mode_changes_pairs_only(tiny_bert, tiny_glue):
     c = train_and_evaluate(_cfg(tiny_bert, tiny_glue, task="cola", lr=1e-3), None)
     d = train_and_evaluate(_cfg(tiny_bert, tiny_glue, task="cola", lr=1e-3, segment_ids="zeros"), None)
     pd.testing.assert_frame_equal(c.curves, d.curves)
+
+
+def test_step0_evaluation_is_a_best_candidate_and_flagged(tiny_bert, tiny_glue):
+    # The paper's code starts early stopping from the step-0 metric; lr 1e-30 moves no float32
+    # weight, so every later evaluation ties with step 0 and none is strictly better.
+    res = train_and_evaluate(_cfg(tiny_bert, tiny_glue, lr=1e-30, max_steps=6, evals_per_epoch=3), None)
+    acc = res.curves[(res.curves.split == "dev") & (res.curves.name == "acc")].set_index("step").value
+    assert list(acc.index) == list(range(7)) and acc.nunique() == 1  # step 0 is still in the curves
+    assert res.best_step == 0 and res.best_is_untrained
+    assert res.metrics["best"]["acc"] == acc.loc[0]
+    trained = train_and_evaluate(_cfg(tiny_bert, tiny_glue, lr=1e-3, max_steps=6, evals_per_epoch=3), None)
+    assert trained.best_is_untrained == (trained.best_step == 0)

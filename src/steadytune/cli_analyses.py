@@ -56,16 +56,17 @@ def _quiet_load(cls: Any, path: str, **kwargs: Any) -> Any:
     """``cls.from_pretrained(path)`` without the load report; ModelError on failure."""
     from transformers.utils import logging as hf_logging
 
-    from steadytune.models import ModelError, resolve_model_path
+    from steadytune.models import ModelError, require_safetensors, resolve_model_path
 
     resolved = resolve_model_path(path)
     if path.startswith((".", "/", "~")) and not Path(resolved).exists():
         raise ModelError(f"checkpoint {path} does not exist (a run saves one with --set save_checkpoints=final)")
+    require_safetensors(resolved)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        return cls.from_pretrained(resolved, **kwargs).eval()
+        return cls.from_pretrained(resolved, use_safetensors=True, **kwargs).eval()
     except Exception as exc:
         raise ModelError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
     finally:

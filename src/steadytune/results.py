@@ -79,7 +79,9 @@ class RunResult:
     config: dict[str, Any]
     metric: str
     metrics: dict[str, dict[str, float]]
+    """``final`` (last checkpoint) and ``best`` (strictly best dev evaluation, step 0 included)."""
     best_step: int
+    """Step of the ``best`` evaluation; 0 is the untrained model (see :attr:`best_is_untrained`)."""
     majority_baseline: float
     failed: bool
     failed_best: bool
@@ -104,6 +106,16 @@ class RunResult:
         out.pop("curves")
         out.pop("diagnostics")
         return _clean(out)
+
+    @property
+    def best_is_untrained(self) -> bool:
+        """Whether the best dev evaluation is the step-0 one, before any update.
+
+        The paper's rule (:mod:`steadytune.train`) lets the untrained model be the best
+        checkpoint when no later evaluation beats it; its ``best`` metrics (and
+        ``failed_best``) then describe the initialisation, not training.
+        """
+        return self.best_step == 0
 
     @property
     def final(self) -> float:

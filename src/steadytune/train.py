@@ -1,9 +1,21 @@
 """One fine-tuning run: ``train_and_evaluate(cfg, workdir) -> RunResult``.
 
-The loop follows the paper's code (transformers 2.5.1 ``run_glue``-style): evaluation
-at step 0, about ``evals_per_epoch`` times per epoch and at each epoch end; optimiser
-step then scheduler step (so the first update has lr 0); global-norm clipping before
-the step. It keeps both the final-checkpoint and the best-dev-checkpoint metrics.
+The loop follows the paper's code (``run_finetuning.py`` of uds-lsv/bert-stable-fine-tuning,
+a fork of transformers 2.5.1 ``run_glue``): evaluation at step 0, about ``evals_per_epoch``
+times per epoch and at each epoch end; optimiser step then scheduler step (so the first
+update has lr 0); global-norm clipping before the step. It keeps both the final-checkpoint
+and the best-dev-checkpoint metrics.
+
+**Which evaluation is "best".** The strictly best dev value of the run's metric (the first
+of equal values wins; NaN never does), over every evaluation *including the step-0
+evaluation of the untrained model*: the paper's code starts its early stopping from the
+step-0 metric (``best_step = 0``; with early stopping it saves the untrained model as the
+first best checkpoint) and replaces it only when a later evaluation is strictly better.
+Stored studies were computed with this rule and run ids do not record it, so it is the
+only rule. It is never silent: the result records ``best_step``,
+:attr:`~steadytune.results.RunResult.best_is_untrained` is true when the best is the
+step-0 model, and ``steadytune run`` prints that.
+
 Every ``diag_every`` steps, before clipping, :class:`steadytune.diagnostics.Recorder`
 records gradient norms and head statistics (one host sync; training is unchanged).
 """
@@ -123,6 +135,7 @@ class _Tracker:
 
 def _record_eval(tracker: _Tracker, metrics: dict[str, float], step: int, epoch: float,
                  model: torch.nn.Module, keep_state: bool) -> None:
+    """Record one dev evaluation; it becomes the best if strictly better (step 0 included)."""
     tracker.add(step, epoch, "dev", metrics)
     tracker.final = metrics
     value = metrics.get(tracker.metric, float("nan"))
@@ -144,15 +157,18 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
         progress: called as ``progress(step, total_steps, info)`` after every step.
 
     Returns:
-        The run's :class:`~steadytune.results.RunResult`. A NaN/inf training loss ends
-        the run early with ``status="diverged"`` (and ``failed=True``), not an exception.
+        The run's :class:`~steadytune.results.RunResult`. Its ``best`` metrics are the
+        strictly best dev evaluation, the step-0 (untrained) one included as in the
+        paper's code; ``best_step`` says which (0: the untrained model). A NaN/inf
+        training loss ends the run early with ``status="diverged"``, ``failed=True`` and
+        ``error="non-finite training loss (nan) by step N"`` (or ``inf``), not an exception.
 
     Raises:
         ConfigError, DataError, ModelError: invalid configuration, data or model.
     """
     from steadytune.data import batch_order, collate
     from steadytune.diagnostics import Recorder
-    from steadytune.models import load_config, load_model, load_tokenizer, uses_token_types
+    from steadytune.models import check_max_length, load_config, load_model, load_tokenizer, uses_token_types
     from steadytune.optim import build_optimizer, linear_warmup_decay
 
     start = time.perf_counter()
@@ -161,7 +177,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     device = _device(cfg)
     seeds = derive_seeds(cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
-    data = prepare_data(cfg, tokenizer, uses_token_types(load_config(cfg.model)))
+    model_config = load_config(cfg.model)
+    check_max_length(cfg.max_length, cfg.model, model_config)
+    data = prepare_data(cfg, tokenizer, uses_token_types(model_config))
     num_labels = 1 if data.regression else len(data.train.label_names or np.unique(data.train.labels))
     torch.manual_seed(seeds["head_init"])  # any init transformers does itself is seeded too
     model, model_info = load_model(cfg, num_labels, seeds["head_init"])
@@ -205,6 +223,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
             loss_sum += loss.detach().float()
             step += 1
             epoch_pos = epoch + (step - epoch * steps_per_epoch) / steps_per_epoch
+            if progress is not None:  # before the divergence check: the bar shows the step it ends at
+                progress(step, total, {"epoch": epoch_pos})
             if step % cfg.log_every == 0 or step == total:
                 n = cfg.log_every if step % cfg.log_every == 0 else step % cfg.log_every
                 mean_loss = loss_sum.item() / n  # the one host sync per logging step
@@ -215,8 +235,6 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
                     break
             if step in eval_at:
                 _record_eval(tracker, evaluate(model, data, cfg, device), step, epoch_pos, model, keep_best)
-            if progress is not None:
-                progress(step, total, {"epoch": epoch_pos})
             if step >= total:
                 break
         epoch += 1
