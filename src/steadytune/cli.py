@@ -21,7 +21,10 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    from rich.markup import escape
+
+    # escape: a message such as "pip install 'steadytune[ray]'" is text, not Rich markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -45,7 +48,15 @@ def run(
     train_limit: Annotated[Optional[int], typer.Option(help="Down-sample training data to N examples.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
 ) -> None:
-    """Fine-tune one model on one task with one recipe and seed; write DIR/result.json."""
+    """Fine-tune one model on one task with one recipe and seed; write DIR/result.json.
+
+    Prints one line: status, final and best dev metric (best at step 0 is flagged as the
+    untrained model), majority baseline, verdict. Exit status 0 when the run ends and
+    writes result.json, also if it failed or diverged (status "diverged": a non-finite
+    training loss, with the step); 2, with one "error:" line, on invalid configuration,
+    data or model.
+    """
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from steadytune.config import parse_assignments, resolve_config
@@ -62,23 +73,33 @@ def run(
         cfg = resolve_config(task=task, recipe=recipe, seed=seed, model=model, overrides=overrides)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                    TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console, transient=False) as bar:
-            job = bar.add_task(f"{cfg.task} {cfg.recipe} seed {cfg.seed}", total=None)
+        bar = Progress(*columns, console=console, transient=False)
+        jobs: list = []
 
-            def progress(step: int, total: int, info: dict) -> None:
-                bar.update(job, completed=step, total=total)
+        def progress(step: int, total: int, info: dict) -> None:
+            if not jobs:  # the bar appears with the first step, its total known: a load error shows none
+                bar.start()
+                jobs.append(bar.add_task(f"{cfg.task} {cfg.recipe} seed {cfg.seed}", total=total))
+            bar.update(jobs[0], completed=step)
 
+        try:
             result = train_and_evaluate(cfg, out, progress=progress)
+        finally:
+            if jobs:  # stopping a bar that never started prints an empty line
+                bar.stop()
     except _user_errors() as exc:
-        _fail(exc)
-        return
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())  # one line
+        console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True, highlight=False)
+        raise typer.Exit(code=2) from None
     final, best = result.metrics["final"], result.metrics["best"]
     value = final.get(result.metric)
     shown = "nan" if value is None or value != value else f"{value:.4f}"
+    untrained = ": the untrained model, no later evaluation beat it" if result.best_is_untrained else ""
     console.print(
-        f"{result.status}: {result.metric} final {shown}, best {best.get(result.metric, float('nan')):.4f} "
-        f"(step {result.best_step}); majority baseline {result.majority_baseline:.4f}; "
-        f"{'FAILED' if result.failed else 'ok'}; {result.steps} steps in {result.wall_seconds:.1f}s"
+        f"{result.status}: {result.error + '; ' if result.error else ''}{result.metric} final {shown}, "
+        f"best {best.get(result.metric, float('nan')):.4f} (step {result.best_step}{untrained}); "
+        f"majority baseline {result.majority_baseline:.4f}; "
+        f"{'FAILED' if result.failed else 'ok'}; {result.steps} steps in {result.wall_seconds:.1f}s", soft_wrap=True
     )
     typer.echo(str(Path(out) / "result.json"))
 
@@ -196,7 +217,7 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
 
     from steadytune.sweep import run_sweep
 
-    err = Console(file=sys.stderr)  # bound now: runs redirect sys.stderr into their logs
+    err = Console(file=sys.stderr, soft_wrap=True)  # bound now: runs redirect sys.stderr into their logs
     many_models = len({m for spec in specs for m in spec.models}) > 1
     totals: Counter[str] = Counter()
     try:
@@ -220,12 +241,18 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
                     elif event["kind"] == "finish":
                         bar.advance(job)
                         err.print(_finish_line(event, many_models), highlight=False)
+                    elif event["kind"] == "done_elsewhere":
+                        bar.advance(job)
+                    elif event["kind"] == "wait":
+                        err.print(f"waiting for {event['runs']} run(s) another driver of this study is training "
+                                  f"({'; '.join(event['holders'])}); they are taken over if it dies",
+                                  highlight=False)
 
                 for spec in specs:
                     out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
                                     on_event=on_event, keep_checkpoints=keep_checkpoints)
                     totals.update({k: out.get(k, 0) for k in ("finished", "diverged", "error",
-                                                              "done_before", "checkpoints")})
+                                                              "done_before", "done_elsewhere", "checkpoints")})
     except _study_errors() as exc:
         _fail(exc)
         return
@@ -233,8 +260,9 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
         what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         err.print(f"[bold yellow]{what}[/]: finished runs are stored; run the same command again to resume")
         raise typer.Exit(code=code) from None
+    elsewhere = f", {totals['done_elsewhere']} done by another driver" if totals["done_elsewhere"] else ""
     err.print(f"done: {totals['finished']} finished, {totals['diverged']} diverged, {totals['error']} errors "
-              f"({totals['done_before']} were already done)")
+              f"({totals['done_before']} were already done{elsewhere})")
     if keep_checkpoints:
         from steadytune.checkpoints import checkpoint_root
 
@@ -355,6 +383,10 @@ def _summary_tables(summary: object, comparison: object, which: str) -> None:
     out.print(table)
     out.print("stuck = runs whose last training loss is still >= 80% of the label-prior entropy "
               "(never left the majority solution: an optimisation failure; – = not recorded)", style="dim")
+    untrained = summary["n_best_untrained"].fillna(0).sum()  # type: ignore[index]
+    if which == "best" and untrained:
+        out.print(f"{int(untrained)} run(s) have their best dev score at step 0, the untrained model (the "
+                  "paper's code keeps step 0 as a candidate; see result.json best_step)", style="bold yellow")
     if len(comparison) and comparison["runner_up_recipe"].notna().any():  # type: ignore[index,arg-type]
         cmp = Table(title="do the recipes differ in spread? (Levene / Brown-Forsythe p-values)")
         for col in ("task", "model", "grid", "recipes", "levene p", "BF p", "lowest std", "runner-up", "pair BF p"):

@@ -348,6 +348,28 @@ def resolve_config(
 HASH_EXCLUDED = ("data_dir", "device", "threads")
 
 
+def format_value(value: Any) -> str:
+    """A config value as a label shows it: ``3.0 -> 3``, ``1e-05``, ``true``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes runs one statistics group: the config without ``seed`` and ``HASH_EXCLUDED``.
+
+    ``config`` is a resolved config as stored (``RunConfig.to_dict()``); keys missing
+    from one stored before they existed take their defaults, so a study written by an
+    older steadytune still groups as it did.
+    """
+    defaults = RunConfig().to_dict()
+    merged = {**defaults, **config}
+    return {k: v for k, v in merged.items() if k != "seed" and k not in HASH_EXCLUDED}
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Content address of a resolved configuration (seed included).
 
@@ -373,4 +395,7 @@ __all__ = [
     "valid_keys",
     "field_docs",
     "config_hash",
+    "format_value",
+    "identity",
+    "HASH_EXCLUDED",
 ]

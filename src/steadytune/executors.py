@@ -1,7 +1,8 @@
 """Executors: where the runs of a sweep execute. The driver stays the only store writer.
 
 An executor takes the jobs and two callbacks: ``on_start(run_id)`` before a job is
-handed out and ``on_done(outcome)`` when its :class:`Outcome` is back. Both run in the
+handed out (it returns False for a job to skip, e.g. one another driver is training)
+and ``on_done(outcome)`` when its :class:`Outcome` is back. Both run in the
 driver process, which writes the study; workers only compute and return plain data
 (the result dict, curve and diagnostic rows, the captured log).
 
@@ -78,7 +79,7 @@ class Outcome:
     seconds: float = 0.0
 
 
-StartFn = Callable[[str], None]
+StartFn = Callable[[str], bool]
 DoneFn = Callable[[Outcome], None]
 
 
@@ -230,8 +231,8 @@ def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: i
     del ray_address  # the local executor has no cluster
     if workers <= 1:
         for job in jobs:
-            on_start(job.run_id)
-            on_done(execute_run(job.run_id, job.cfg, job.checkpoint_dir))
+            if on_start(job.run_id):
+                on_done(execute_run(job.run_id, job.cfg, job.checkpoint_dir))
         return
     import multiprocessing
 
@@ -268,8 +269,11 @@ def _drain(pool: ProcessPoolExecutor, queue: deque[Job], workers: int, on_start:
     while (queue and not is_broken) or inflight:
         while queue and not is_broken and len(inflight) < workers:
             job = queue.popleft()
-            on_start(job.run_id)
+            if not on_start(job.run_id):
+                continue
             inflight[pool.submit(execute_run, job.run_id, job.cfg, job.checkpoint_dir)] = job
+        if not inflight:
+            break
         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
         for future in done:
             job = inflight.pop(future)
@@ -334,7 +338,8 @@ def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int
         pending: dict[Any, Job] = {}
         for job in jobs:
             gpus = 1 if has_gpu and job.cfg.device != "cpu" else 0
-            on_start(job.run_id)
+            if not on_start(job.run_id):
+                continue
             ref = remote.options(num_cpus=min(max(1, job.cfg.threads), max_cpus),
                                  num_gpus=gpus).remote(job.run_id, job.cfg, job.checkpoint_dir)
             pending[ref] = job

@@ -264,7 +264,9 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
         ``n_ok, std_ok, mean_ok, median_ok, max_ok`` (non-failed runs only),
         ``baseline``, and ``n_stuck``: runs whose last training loss stayed at the label
         prior (:func:`stuck_mask`; needs ``train_loss`` and ``label_entropy`` columns, as
-        ``Study.runs_table()`` gives; NaN when unknown for every run of the group).
+        ``Study.runs_table()`` gives; NaN when unknown for every run of the group), and
+        ``n_best_untrained``: runs whose best dev evaluation was the step-0 (untrained)
+        model, as the paper's code allows (needs ``best_step``; NaN when unknown).
         Metric values ×100, rates in [0, 1]. Sorted by the group keys.
 
     Raises:
@@ -293,11 +295,13 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
             "mean_ci_low": 100.0 * ci_m[0], "mean_ci_high": 100.0 * ci_m[1],
             **ok, "baseline": 100.0 * baseline,
             "n_stuck": float(np.nansum(stuck)) if np.isfinite(stuck).any() else np.nan,
+            "n_best_untrained": (float((g["best_step"] == 0).sum()) if "best_step" in g and g["best_step"].notna().any()
+                                 else np.nan),
         })
     columns = [*GROUP_KEYS, "metric", "n", "n_failed", "failed_rate", "failed_ci_low",
                "failed_ci_high", "std", "mean", "median", "max", "min", "mean_ci_low",
                "mean_ci_high", "n_ok", "std_ok", "mean_ok", "median_ok", "max_ok",
-               "baseline", "n_stuck"]
+               "baseline", "n_stuck", "n_best_untrained"]
     return pd.DataFrame(rows, columns=columns)
 
 

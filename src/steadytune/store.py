@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 import pandas as pd
 
+from steadytune.config import format_value, identity
+from steadytune.leases import Owner, claim, release
 from steadytune.results import RunResult
 from steadytune.storefile import (
     CHECKPOINTS_TABLE, STATUSES, StoreError, connect_readonly, create_schema, inspect_file, utc_now,
@@ -39,6 +41,7 @@ from steadytune.storefile import (
 DONE = ("finished", "diverged")
 """Statuses that count as done: a resumed sweep skips these runs."""
 _RUN_EXTRAS = ("json_extract(result_json, '$.data.label_entropy') AS label_entropy, "
+               "json_extract(result_json, '$.best_step') AS best_step, "
                "(SELECT c.value FROM curves c WHERE c.run_id = runs.run_id AND c.split = 'train' "
                "AND c.name = 'loss' ORDER BY c.step DESC LIMIT 1) AS train_loss")
 RUN_COLUMNS = ["run_id", "task", "model", "recipe", "grid", "seed", "metric", "final", "best",
@@ -169,9 +172,26 @@ class Study:
 
     def mark_running(self, run_id: str) -> None:
         """Mark a run as handed to an executor (one more attempt)."""
-        self._write(lambda conn: conn.execute(
-            "UPDATE runs SET status='running', attempts=attempts+1, started_at=? "
-            "WHERE run_id=? AND status NOT IN ('finished', 'diverged')", (utc_now(), run_id)))
+        self._write(lambda conn: _mark_running(conn, run_id))
+
+    def claim(self, run_id: str, owner: Owner) -> str | None:
+        """Lease ``run_id`` to ``owner`` and mark it running, in one transaction.
+
+        Returns:
+            None when claimed; else why not (``"done"``, or ``"leased by HOST pid PID"``
+            while another living driver trains it), and nothing is written.
+        """
+        def write(conn: sqlite3.Connection) -> str | None:
+            why = claim(conn, run_id, owner)
+            if why is None:
+                _mark_running(conn, run_id)
+            return why
+
+        return self._write(write)
+
+    def release(self, owner: Owner) -> None:
+        """Drop every lease ``owner`` still holds (a driver that stops early)."""
+        self._write(lambda conn: release(conn, None, owner))
 
     def record_result(self, run_id: str, result: RunResult | dict[str, Any],
                       curves: pd.DataFrame | list[tuple] | None = None,
@@ -212,6 +232,7 @@ class Study:
                          "WHERE run_id=?", (*fields, run_id))
             _replace_children(conn, run_id, curve_rows, diag_rows)
             _add_log(conn, run_id, log)
+            release(conn, run_id)
             return True
 
         return self._write(write)
@@ -224,6 +245,7 @@ class Study:
             conn.execute("UPDATE runs SET status='error', error=?, finished_at=? WHERE run_id=?",
                          (message, utc_now(), run_id))
             _add_log(conn, run_id, log)
+            release(conn, run_id)
 
         self._write(write)
 
@@ -269,16 +291,24 @@ class Study:
     def runs_table(self, all_statuses: bool = False) -> pd.DataFrame:
         """One row per run, in the :mod:`steadytune.stats` format (``RUN_COLUMNS``), plus
         ``train_loss`` (the last logged training loss) and ``label_entropy`` (of the
-        training labels; NaN for runs recorded before it was stored, and for regression).
+        training labels; NaN for runs recorded before it was stored, and for regression)
+        and ``best_step`` (the step of the best dev evaluation; 0 = the untrained model).
+
+        ``grid`` is the statistics group's label within (task, model, recipe): the
+        sweep's grid point, extended by every other config key whose value differs
+        between runs that would otherwise share it (:func:`group_labels`), so runs with
+        different settings are never pooled.
 
         Args:
             all_statuses: also include pending/running/error rows (not valid input to
                 the stats functions).
         """
         where = "" if all_statuses else "WHERE status IN ('finished', 'diverged')"
-        df = pd.read_sql_query(f"SELECT {', '.join(RUN_COLUMNS)}, {_RUN_EXTRAS} FROM runs {where} "
-                               "ORDER BY task, model, recipe, grid, seed", self._conn)
-        for col in ("final", "best", "baseline", "wall_seconds", "train_loss", "label_entropy"):
+        df = pd.read_sql_query(f"SELECT {', '.join(RUN_COLUMNS)}, {_RUN_EXTRAS}, config_json FROM runs "
+                               f"{where} ORDER BY task, model, recipe, grid, seed", self._conn)
+        df["grid"] = group_labels(df, [json.loads(c) for c in df.pop("config_json")])
+        df = df.sort_values(["task", "model", "recipe", "grid", "seed"], kind="stable", ignore_index=True)
+        for col in ("final", "best", "baseline", "wall_seconds", "train_loss", "label_entropy", "best_step"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         df["failed"] = df["failed"].astype("boolean")
         return df
@@ -370,6 +400,41 @@ class Study:
             target = out.with_name(f"{out.stem}{tag}{out.suffix}")
             written.append(_write_table(df, target))
         return written
+
+
+def group_labels(runs: pd.DataFrame, configs: list[dict[str, Any]]) -> list[str]:
+    """The ``grid`` label of each run, made unique per distinct config identity.
+
+    Within each (task, model, recipe, grid) group, runs whose :func:`~steadytune.config.identity`
+    (the resolved config without seed and execution keys) differs get the keys that
+    differ, ``key=value``, added to their label; a group of one identity keeps its label.
+
+    Args:
+        runs: rows with ``task, model, recipe, grid``.
+        configs: the stored resolved config of each row, in order.
+    """
+    idents = [identity(c) for c in configs]
+    labels = list(runs["grid"])
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(runs["task"], runs["model"], runs["recipe"], runs["grid"])):
+        groups.setdefault(key, []).append(i)
+    for rows in groups.values():
+        dumped = [json.dumps(idents[i], sort_keys=True, default=str) for i in rows]
+        if len(set(dumped)) < 2:
+            continue
+        keys = set().union(*(idents[i] for i in rows))
+        varying = sorted(k for k in keys if len({json.dumps(idents[i].get(k), default=str)
+                                                            for i in rows}) > 1)
+        for i in rows:
+            parts = dict(p.split("=", 1) for p in labels[i].split(",") if p)
+            parts.update({k: format_value(idents[i].get(k)) for k in varying})
+            labels[i] = ",".join(f"{k}={parts[k]}" for k in sorted(parts))
+    return labels
+
+
+def _mark_running(conn: sqlite3.Connection, run_id: str) -> None:
+    conn.execute("UPDATE runs SET status='running', attempts=attempts+1, started_at=? "
+                 "WHERE run_id=? AND status NOT IN ('finished', 'diverged')", (utc_now(), run_id))
 
 
 def _is_done(conn: sqlite3.Connection, run_id: str) -> bool:

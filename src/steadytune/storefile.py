@@ -8,6 +8,7 @@ refused untouched).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,15 +58,58 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+_SIDECARS = ("-wal", "-shm", "-journal")
+
+
+def _uri(path: Path, **params: str) -> str:
+    return f"{path.resolve().as_uri()}?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
 def connect_readonly(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30,
-                           isolation_level=None, check_same_thread=False)
+    """A connection that never writes ``path`` (``mode=ro``).
+
+    A WAL-mode study needs its ``-shm`` file, which SQLite cannot create in a read-only
+    folder (a shared data set, a read-only mount); there the file is opened
+    ``immutable`` instead, which is exact as long as no committed data waits in a
+    ``-wal`` file beside it (a cleanly closed study has none).
+
+    Raises:
+        StoreError: a read-only folder with a non-empty ``-wal`` file (reading the study
+            without it would silently miss its last runs).
+    """
+    def connect(**params: str) -> sqlite3.Connection:
+        return sqlite3.connect(_uri(path, **params), uri=True, timeout=30, isolation_level=None,
+                               check_same_thread=False)
+
+    conn = connect(mode="ro")
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc) or os.access(path.resolve().parent, os.W_OK):
+            raise
+    wal = Path(f"{path}-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StoreError(f"{path} is in a read-only folder and has a non-empty {wal.name} file that "
+                         "SQLite cannot read there; copy the study (with that file) to a writable folder")
+    return connect(immutable="1")
+
+
+def _new_sidecars(path: Path, before: set[str]) -> None:
+    """Remove the ``-wal``/``-shm``/``-journal`` files that inspecting ``path`` created."""
+    for suffix in _SIDECARS:
+        side = Path(f"{path}{suffix}")
+        if suffix not in before:
+            with contextlib.suppress(FileNotFoundError):
+                side.unlink()
 
 
 def inspect_file(path: Path) -> bool:
     """Whether ``path`` is an existing study (False: missing, empty, or no tables yet).
 
-    Reads only, so a foreign file is never modified.
+    Reads only, so a foreign file is never modified; when it is refused, any ``-wal`` or
+    ``-shm`` file SQLite made beside it while looking is removed again.
 
     Raises:
         StoreError: a directory, not SQLite, SQLite without our ``meta``, or a newer schema.
@@ -81,6 +125,25 @@ def inspect_file(path: Path) -> bool:
     if head != _SQLITE_MAGIC:
         raise StoreError(f"{path} is not a steadytune study: not an SQLite database "
                          "(the file was left untouched)")
+    before = {s for s in _SIDECARS if Path(f"{path}{s}").exists()}
+    try:
+        tables, meta = _read_meta(path)
+        if tables and meta.get("app") != APP:
+            raise StoreError(f"{path} is an SQLite database but not a steadytune study (no "
+                             f"'{APP}' entry in a meta table); the file was left untouched")
+    except StoreError:
+        _new_sidecars(path, before)
+        raise
+    if not tables:
+        return False  # created but killed before the schema was committed
+    if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
+        raise StoreError(f"{path} has study schema version {meta['schema_version']}; this "
+                         f"steadytune reads version <= {SCHEMA_VERSION}; upgrade steadytune")
+    return True
+
+
+def _read_meta(path: Path) -> tuple[set[str], dict[str, str]]:
+    """The table names and the ``meta`` entries of the SQLite file ``path``."""
     try:
         with contextlib.closing(connect_readonly(path)) as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -88,15 +151,7 @@ def inspect_file(path: Path) -> bool:
     except sqlite3.DatabaseError as exc:
         raise StoreError(f"{path} is not a readable steadytune study ({exc}); "
                          "the file was left untouched") from None
-    if not tables:
-        return False  # created but killed before the schema was committed
-    if meta.get("app") != APP:
-        raise StoreError(f"{path} is an SQLite database but not a steadytune study (no "
-                         f"'{APP}' entry in a meta table); the file was left untouched")
-    if int(meta.get("schema_version", "0")) > SCHEMA_VERSION:
-        raise StoreError(f"{path} has study schema version {meta['schema_version']}; this "
-                         f"steadytune reads version <= {SCHEMA_VERSION}; upgrade steadytune")
-    return True
+    return tables, meta
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

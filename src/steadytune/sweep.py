@@ -15,12 +15,15 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from steadytune.config import DEFAULT_MODEL, ConfigError, RunConfig, coerce, config_hash, resolve_config
+from steadytune.config import (
+    DEFAULT_MODEL, ConfigError, RunConfig, coerce, config_hash, format_value, resolve_config,
+)
 
 EventFn = Callable[[dict[str, Any]], None]
 NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds"}
@@ -113,16 +116,6 @@ def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
     return grid
 
 
-def _fmt(value: Any) -> str:
-    """A grid value as resolved: ``3.0 -> 3``, ``1e-05``, ``true``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
-    return str(value)
-
-
 def _grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
     keys = sorted(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
@@ -143,30 +136,15 @@ def _base_overrides(spec: SweepSpec) -> dict[str, Any]:
 
 
 def check_data(cfg: RunConfig) -> None:
-    """Check that the train and dev files of ``cfg``'s task exist (without reading them).
+    """Read the train and dev data of ``cfg`` once, so bad data fails before a sweep writes.
 
     Raises:
-        DataError: unknown task, missing GLUE folder, task folder or split file.
+        DataError: unknown task; missing, non-UTF-8 or malformed file (the message names
+            file and line; see :func:`steadytune.data.validate_data`).
     """
-    from steadytune.data import DataError, get_task, glue_dir
-    from steadytune.userdata import custom_file
+    from steadytune.data import validate_data
 
-    if cfg.task.startswith("hub:"):
-        return
-    if cfg.task == "custom":
-        if not cfg.data_file:
-            raise DataError("task=custom needs data_file=<directory, file or {split} pattern>")
-        for split in ("train", "dev"):
-            custom_file(cfg.data_file, split)
-        return
-    spec = get_task(cfg.task)
-    root = glue_dir(cfg.data_dir)
-    for split in ("train", "dev"):
-        path = root / spec.glue_name / f"{split}.tsv"
-        if not path.is_file():
-            raise DataError(f"{path} not found: task {cfg.task} needs {spec.glue_name}/train.tsv and "
-                            f"{spec.glue_name}/dev.tsv under the GLUE folder {root} "
-                            "(pass --data-dir or set GLUE_DIR)")
+    validate_data(cfg)
 
 
 def expand(spec: SweepSpec) -> list[PlannedRun]:
@@ -176,11 +154,12 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
     Identical configurations collapse into one run.
 
     Raises:
-        ConfigError: empty lists, unknown recipe or key, an invalid value.
-        DataError: unknown task or missing data files.
+        ConfigError: empty lists, unknown recipe or key, an invalid value, a
+            ``max_length`` longer than the model's position embeddings.
+        DataError: unknown task, or missing, non-UTF-8 or malformed data files.
         ModelError: a model that cannot be found.
     """
-    from steadytune.models import model_type_of
+    from steadytune.models import check_max_length, model_type_of
 
     for name in ("tasks", "models", "recipes", "seeds"):
         if not getattr(spec, name):
@@ -194,9 +173,11 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
             spec.seeds, spec.tasks, spec.models, spec.recipes, points):
         cfg = resolve_config(task=task, recipe=recipe, seed=seed, model=model,
                              model_type=families[model], overrides={**base, **point})
-        label = ",".join(f"{k}={_fmt(getattr(cfg, k))}" for k in sorted(point))
+        label = ",".join(f"{k}={format_value(getattr(cfg, k))}" for k in sorted(point))
         run = PlannedRun(config_hash(cfg), cfg, label)
         runs.setdefault(run.run_id, run)
+    for model, max_length in sorted({(r.cfg.model, r.cfg.max_length) for r in runs.values()}):
+        check_max_length(max_length, model)
     checked: set[tuple[str, str | None, str | None]] = set()
     for run in runs.values():
         key = (run.cfg.task, run.cfg.data_dir, run.cfg.data_file)
@@ -252,7 +233,10 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
             GPU when the runs go to GPUs, see :func:`steadytune.executors.auto_workers`).
         ray_address: an existing Ray cluster (None: start a local Ray for this sweep).
         dry_run: only plan and count what is done; write nothing.
-        on_event: called with ``{"kind": "plan" | "start" | "finish", ...}`` dicts.
+        on_event: called with ``{"kind": ..., ...}`` dicts: ``plan``, ``start``, ``finish``;
+            ``wait`` (runs another driver on the same study is training: this one waits
+            for them, and takes them over if that driver dies) and ``done_elsewhere``
+            (a run that driver finished).
         keep_checkpoints: K > 0: every run saves its final model under
             ``<study>.checkpoints/<run_id>/`` and, after each recorded run, at most K
             failed and K successful checkpoints per (task, model, recipe, grid) are kept,
@@ -273,6 +257,7 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
     """
     from steadytune.checkpoints import checkpoint_root, prune_checkpoints
     from steadytune.executors import EXECUTORS, Job, check_executor
+    from steadytune.leases import Heartbeat, Owner
     from steadytune.store import Study
 
     check_executor(executor)
@@ -290,9 +275,10 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
 
         workers = auto_workers([r.cfg for r in planned]) if executor == "local" else 1
     root = checkpoint_root(store_path).resolve() if keep_checkpoints else None
-    groups = {(r.cfg.task, r.cfg.model, r.cfg.recipe, r.grid) for r in planned}
     with Study.open(store_path, create=True) as study:
         study.add_planned(planned)
+        group_of = _groups_of(study, ids) if root is not None else {}
+        groups = set(group_of.values())
         if root is not None:  # first clean up after a sweep that was killed
             prune_checkpoints(study, keep_checkpoints, groups, root)
         todo = set(study.pending(ids))
@@ -305,24 +291,77 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         emit({"kind": "plan", **counts})
         tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "error": 0})
         by_id = {job.run_id: job for job in jobs}
+        owner, held_elsewhere = Owner.current(), {}
 
-        def on_start(run_id: str) -> None:
-            study.mark_running(run_id)
-            emit({"kind": "start", "run_id": run_id})
+        def on_start(run_id: str) -> bool:
+            why = study.claim(run_id, owner)
+            if why == "done":  # finished meanwhile by another driver on this study
+                held_elsewhere.pop(run_id, None)
+                tally["done_elsewhere"] += 1
+                emit({"kind": "done_elsewhere", "run_id": run_id})
+            elif why is not None:
+                held_elsewhere[run_id] = why
+            else:
+                held_elsewhere.pop(run_id, None)
+                emit({"kind": "start", "run_id": run_id})
+            return why is None
 
         def on_done(outcome: Any) -> None:
             job = by_id[outcome.run_id]
             event = _record(study, outcome, job)
             if root is not None:  # after the record: a kill in between leaves a folder the next prune judges
-                prune_checkpoints(study, keep_checkpoints, [(job.cfg.task, job.cfg.model, job.cfg.recipe,
-                                                             job.grid)], root)
+                prune_checkpoints(study, keep_checkpoints, [group_of[job.run_id]], root)
             tally[event["status"]] += 1
             emit(event)
 
-        EXECUTORS[executor](jobs, on_start, on_done, workers=workers, ray_address=ray_address)
+        def execute(batch: list[Any]) -> None:
+            EXECUTORS[executor](batch, on_start, on_done, workers=workers, ray_address=ray_address)
+
+        with Heartbeat(study.path, owner):
+            try:
+                _run_and_wait(study, jobs, execute, held_elsewhere, emit)
+            finally:
+                study.release(owner)
         if root is not None:
             counts["checkpoints"] = len(prune_checkpoints(study, keep_checkpoints, groups, root))
     return {**counts, **tally}
+
+
+def _groups_of(study: Any, run_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
+    """``run_id -> (task, model, recipe, grid)`` with the study's group labels (``runs_table``)."""
+    runs = study.runs_table(all_statuses=True)
+    keys = zip(runs["task"], runs["model"], runs["recipe"], runs["grid"])
+    wanted = set(run_ids)
+    return {r: k for r, k in zip(runs["run_id"], keys) if r in wanted}
+
+
+WAIT_POLL_SECONDS = 2.0
+"""How often a driver looks again at runs that another driver is training."""
+
+
+def _run_and_wait(study: Any, jobs: list[Any], execute: Callable[[list[Any]], None],
+                  held_elsewhere: dict[str, str], emit: EventFn) -> None:
+    """Execute ``jobs``; then keep retrying the runs another driver held until each is done.
+
+    A run that another living driver is training is skipped (``execute``'s ``on_start``
+    puts it in ``held_elsewhere``). The driver then waits for it: when the other driver
+    records it, it is done; when the other driver dies, its lease is taken over and the
+    run is trained here. So a sweep returns only when each of its runs is done or errored.
+    """
+    by_id = {job.run_id: job for job in jobs}
+    batch, announced = jobs, None
+    while batch:
+        execute(batch)
+        left = study.pending(list(held_elsewhere))
+        for run_id in set(held_elsewhere) - set(left):
+            held_elsewhere.pop(run_id)
+        batch = [by_id[r] for r in left]
+        if batch:
+            waiting = sorted(set(held_elsewhere.values()))
+            if waiting != announced:
+                emit({"kind": "wait", "runs": len(batch), "holders": waiting})
+                announced = waiting
+            time.sleep(WAIT_POLL_SECONDS)
 
 
 def _record(study: Any, outcome: Any, job: Any) -> dict[str, Any]:
