@@ -376,7 +376,8 @@ def test_ctrl_c_or_sigterm_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(
     while (line := lines.get(timeout=10)) is not None:
         rest.append(line)
     text = "".join(rest)
-    assert word in text and "Traceback" not in text, text
+    assert f"{word}: finished runs are stored; run the same command again to resume" in text.splitlines(), text
+    assert "Traceback" not in text, text
     deadline = time.monotonic() + 20
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
