@@ -33,9 +33,9 @@ def glue_dir() -> Path:
 
 def timed_run(every: int, args: argparse.Namespace) -> tuple[float, float]:
     """One run; returns (mean step time, mean time inside Recorder.record) over the window, in s."""
-    from steadytune import diagnostics
-    from steadytune.config import resolve_config
-    from steadytune.train import train_and_evaluate
+    from steadytune.training import diagnostics
+    from steadytune.config.recipes import resolve_config
+    from steadytune.training.loop import train_and_evaluate
 
     cfg = resolve_config(task="rte", recipe="devlin2019", model="minilm", overrides=dict(
         data_dir=str(glue_dir()), train_limit=args.train_limit, max_steps=args.max_steps,

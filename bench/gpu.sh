@@ -44,7 +44,7 @@ prepare)
   "$PY" - <<'PY'
 import torch
 from transformers import AutoModel, AutoTokenizer
-from steadytune.models import resolve_model_path
+from steadytune.training.models import resolve_model_path
 path = resolve_model_path("minilm")
 AutoModel.from_pretrained(path, dtype=torch.float16).save_pretrained(".gpu_bundle/minilm-fp16")
 AutoTokenizer.from_pretrained(path).save_pretrained(".gpu_bundle/minilm-fp16")
@@ -77,7 +77,7 @@ run)
     K=$(( W == 1 ? 4 : 2 * W ))
     rm -f /tmp/pack-$W.db*
     start=$(date +%s.%N)
-    timeout 100 "$PY" -m steadytune.cli sweep "${common[@]}" --seeds 1-$K --store /tmp/pack-$W.db \
+    timeout 100 "$PY" -m steadytune sweep "${common[@]}" --seeds 1-$K --store /tmp/pack-$W.db \
       --workers $W >/tmp/pack-$W.log 2>&1 || { echo "workers=$W failed or timed out"; tail -5 /tmp/pack-$W.log; continue; }
     calc() { "$PY" -c "print($1)"; }  # no bc on the GPU image
     wall=$(calc "$(date +%s.%N) - $start")
@@ -87,20 +87,20 @@ run)
     printf 'workers=%-2s runs=%-2s wall=%6.1fs runs_per_min=%6.2f speedup=%5.2f\n' $W $K $wall $rpm \
       "$(calc "$rpm/$base")"
   done
-  "$PY" -m steadytune.cli summary /tmp/pack-1.db --format csv 2>/dev/null | head -3 || true
-  "$PY" -m steadytune.cli summary /tmp/pack-16.db --format csv 2>/dev/null | head -3 || true
+  "$PY" -m steadytune summary /tmp/pack-1.db --format csv 2>/dev/null | head -3 || true
+  "$PY" -m steadytune summary /tmp/pack-16.db --format csv 2>/dev/null | head -3 || true
   BEST=$(sort -gr /tmp/rpm.txt | head -1 | cut -d' ' -f2); BEST=${BEST:-8}
   LEFT=$(( BUDGET - ($(date +%s) - T0) - 25 ))
   echo "== part 2: Table 1 analogue, full training sets, workers=$BEST, ${LEFT}s"
   STORE=$OUTDIR/table1-gpu.db
   [ -f results/table1-gpu.db ] && [ ! -f $STORE ] && cp results/table1-gpu.db $STORE  # resume the committed study
   if [ "$LEFT" -gt 30 ]; then
-    timeout -s INT -k 15 $LEFT "$PY" -m steadytune.cli sweep --tasks rte,mrpc,cola \
+    timeout -s INT -k 15 $LEFT "$PY" -m steadytune sweep --tasks rte,mrpc,cola \
       --recipes devlin2019,mixout2020,mosbach2021 --seeds 1-25 --model $M --data-dir $BUNDLE/glue \
       --set device=$DEVICE --set diag_every=100 --store $STORE --workers $BEST ${T1_EXTRA:-} >/tmp/table1.log 2>&1 || true
     tail -4 /tmp/table1.log
     checkpoint_study "$STORE"
-    "$PY" -m steadytune.cli summary $STORE 2>&1 | head -40 || true
+    "$PY" -m steadytune summary $STORE 2>&1 | head -40 || true
   fi
   cp /tmp/table1.log /tmp/pack-1.log /tmp/pack-16.log "$OUTDIR/" 2>/dev/null || true
   echo "total ${SECONDS}s"
@@ -112,7 +112,7 @@ regime)
   setup_python
   STORE=$OUTDIR/regime-gpu.db
   [ -f results/regime-gpu.db ] && [ ! -f $STORE ] && cp results/regime-gpu.db $STORE  # resume the committed study
-  timeout -s INT -k 15 $BUDGET "$PY" -m steadytune.cli sweep --tasks rte,cola --recipes devlin2019 --seeds 1-5 \
+  timeout -s INT -k 15 $BUDGET "$PY" -m steadytune sweep --tasks rte,cola --recipes devlin2019 --seeds 1-5 \
     --grid lr=2e-5,1e-4,2e-4 --grid correct_bias=true,false --grid epochs=3,20 --train-limit 256 \
     --model $BUNDLE/minilm-fp16 --data-dir $BUNDLE/glue --set evals_per_epoch=1 --set device=${DEVICE:-cuda} \
     --store $STORE --workers ${WORKERS:-16} >/tmp/regime.log 2>&1 || true

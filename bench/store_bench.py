@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steadytune.config import config_hash, resolve_config
-from steadytune.results import RunResult
-from steadytune.stats import compare_recipes, summarize
-from steadytune.store import Study
-from steadytune.sweep import PlannedRun
+from steadytune.analyses.stats import compare_recipes, summarize
+from steadytune.config.recipes import resolve_config
+from steadytune.config.run import config_hash
+from steadytune.store.study import Study
+from steadytune.sweeps.spec import PlannedRun
+from steadytune.training.results import RunResult
 
 TASKS = ("rte", "mrpc", "cola", "stsb")
 RECIPES = ("devlin2019", "mosbach2021", "mixout2020", "zhang2021")
@@ -97,7 +98,7 @@ def bench_summary(path: Path) -> dict[str, float]:
     out["compare_recipes"] = time.perf_counter() - start
     for fmt in ("json", "table"):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "steadytune.cli", "summary", str(path), "--format", fmt],
+        subprocess.run([sys.executable, "-m", "steadytune", "summary", str(path), "--format", fmt],
                        check=True, capture_output=True)
         out[f"cli_{fmt}"] = time.perf_counter() - start
     return out
@@ -118,7 +119,7 @@ def _vectorised_bootstrap_ci(values, statistic=np.mean, n_resamples=2000, confid
 
 def bench_vectorised_summary(path: Path) -> tuple[float, bool]:
     """`summarize` with a vectorised bootstrap (a proposed stats.py change): seconds, same table?"""
-    from steadytune import stats
+    from steadytune.analyses import stats
 
     with Study.open(path, readonly=True) as study:
         runs = study.runs_table()

@@ -46,7 +46,8 @@ def _glue_dir() -> str:
 
 
 def _split(task: str, split: str, limit: int, seed: int = 0):
-    from steadytune.data import downsample, load_glue
+    from steadytune.data.glue import load_glue
+    from steadytune.data.splits import downsample
 
     data = load_glue(task, split, _glue_dir())
     return downsample(data, limit, seed) if limit and split == "train" else data
@@ -61,10 +62,17 @@ def _intervals(stamps: list[float], skip: int) -> float:
 
 def _trainer(args: argparse.Namespace, best: bool, seed: int, steps: int) -> dict:
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              Trainer, TrainerCallback, TrainingArguments, default_data_collator)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+    )
 
-    from steadytune.models import resolve_model_path
+    from steadytune.training.models import resolve_model_path
 
     path = resolve_model_path(args.model)
     tok = AutoTokenizer.from_pretrained(path)
@@ -117,7 +125,7 @@ def _steadytune(args: argparse.Namespace, precision: str, seed: int, steps: int)
 
 
 def _embedding_params(model: str) -> int:
-    from steadytune.models import load_config
+    from steadytune.training.models import load_config
 
     c = load_config(model)
     return (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * c.hidden_size
@@ -186,7 +194,7 @@ def main() -> None:
 
     methods = args.methods.split(",")
     train = _split(args.task, "train", args.train_limit)
-    from steadytune.models import load_tokenizer
+    from steadytune.training.models import load_tokenizer
 
     tok = load_tokenizer(args.model)
     lengths = [len(x) for x in tok(train.texts_a, train.texts_b, truncation=True, max_length=128)["input_ids"]]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from steadytune.stats import stuck_mask
+from steadytune.analyses.stats import stuck_mask
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
@@ -49,7 +49,7 @@ RECIPES = ["devlin2019", "mixout2020", "mosbach2021"]
 @lru_cache(maxsize=None)
 def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(runs, curves) of ``results/<name>.db``; runs carry ``train_loss`` (last logged)."""
-    from steadytune.store import Study
+    from steadytune.store.study import Study
 
     with Study.open(RESULTS / f"{name}.db", readonly=True) as study:
         runs, curves = study.runs_table(), study.curves_table()
@@ -62,7 +62,7 @@ def load(name: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def diagnostics(name: str, run_ids: list[str]) -> pd.DataFrame:
-    from steadytune.store import Study
+    from steadytune.store.study import Study
 
     with Study.open(RESULTS / f"{name}.db", readonly=True) as study:
         return study.diagnostics_table(run_ids)
@@ -89,7 +89,7 @@ def markdown(df: pd.DataFrame) -> str:
 
 def _groups(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """n, failed, mean/std/max of the final metric (x100) and the mean final train loss per group."""
-    from steadytune.stats import summarize
+    from steadytune.analyses.stats import summarize
 
     rows = []
     for values, part in runs.groupby(keys, sort=False):
@@ -127,7 +127,7 @@ def table_table1(name: str = "table1-gpu", tasks: tuple[str, ...] = tuple(TASKS)
 
 def table_levene(name: str = "table1-gpu", pairs: tuple[tuple[str, str], ...] = ()) -> str:
     """The study's variance tests (all recipes with >= 3 runs), plus the named recipe pairs."""
-    from steadytune.stats import compare_recipes, variance_tests
+    from steadytune.analyses.stats import compare_recipes, variance_tests
 
     runs, _ = load(name)
     cmp = compare_recipes(runs)
@@ -147,7 +147,7 @@ def table_levene(name: str = "table1-gpu", pairs: tuple[tuple[str, str], ...] = 
 def table_mrpc_metrics(name: str) -> str:
     """MRPC failures under each of its metrics: F1 (ours, the ICLR text), accuracy (Dodge et al.'s
     definition) and (acc+F1)/2 (the paper's v1 Table 1), each against its majority baseline."""
-    from steadytune.metrics import is_failed, majority_baseline
+    from steadytune.training.metrics import is_failed, majority_baseline
 
     # The majority classifier from the GLUE label counts (train 2474 paraphrases / 1194 not,
     # dev 279 / 129), scored by steadytune's own metrics: acc 68.4, F1 81.2, (acc+F1)/2 74.8.
@@ -296,9 +296,16 @@ TABLES = {
 
 
 def figures() -> list[Path]:
-    from steadytune.diagplots import pick_failed_and_successful, plot_bias_correction, plot_layer_grad_norms
-    from steadytune.generalisation import dev_vs_train_loss, plot_dev_vs_train_loss
-    from steadytune.plots import plot_boxplots
+    from steadytune.analyses.generalisation import (
+        dev_vs_train_loss,
+        plot_dev_vs_train_loss,
+    )
+    from steadytune.report.diagplots import (
+        pick_failed_and_successful,
+        plot_bias_correction,
+        plot_layer_grad_norms,
+    )
+    from steadytune.report.plots import plot_boxplots
 
     FIGDIR.mkdir(parents=True, exist_ok=True)
     written = []

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-import steadytune.store as store
+import steadytune.store.study as store
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     store.Study.record_result = record
     if mode == "in_txn":
         store._add_log = log_then_die
-    from steadytune.cli import app
+    from steadytune.cli.app import app
 
     sys.argv = ["steadytune", *sys.argv[3:]]
     app()

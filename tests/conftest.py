@@ -25,7 +25,7 @@ def real_glue() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    from steadytune.tiny import make_tiny_model
+    from steadytune.testing.tiny import make_tiny_model
 
     root = tmp_path_factory.mktemp("tiny-models")
     return {fam: make_tiny_model(root / fam, fam) for fam in ("bert", "roberta", "albert")}
@@ -38,7 +38,7 @@ def tiny_bert(tiny_models) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_glue(tmp_path_factory) -> Path:
-    from steadytune.tiny import make_tiny_glue
+    from steadytune.testing.tiny import make_tiny_glue
 
     return make_tiny_glue(tmp_path_factory.mktemp("tiny-glue"), n_train=48, n_dev=24)
 

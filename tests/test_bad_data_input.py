@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.cli import app
-from steadytune.data import DataError, load_glue, read_text
-from steadytune.userdata import load_custom
+from steadytune.cli.app import app
+from steadytune.data.files import read_text
+from steadytune.data.glue import load_glue
+from steadytune.data.tasks import DataError
+from steadytune.data.userdata import load_custom
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"  # 32 bytes
 RTE_ROWS = "0\tA man sleeps.\tA person sleeps.\tentailment\n1\tA dog runs.\tA cat sleeps.\tnot_entailment\n"

@@ -12,7 +12,7 @@ import sqlite3
 import torch
 from typer.testing import CliRunner
 
-from steadytune.cli import app
+from steadytune.cli.app import app
 
 runner = CliRunner()
 DIVERGE = ["--set", "lr=1e30", "--set", "max_grad_norm=0", "--set", "adam_eps=1e-30", "--set", "log_every=2",
@@ -100,7 +100,7 @@ def test_diverging_runs_in_a_sweep_are_recorded_not_a_crash(tiny_bert, tiny_glue
 
 def test_max_length_beyond_the_position_embeddings_is_a_config_error_before_training(
         tiny_models, tiny_glue, tmp_path):
-    from steadytune.models import load_config, position_limit
+    from steadytune.training.models import load_config, position_limit
 
     assert position_limit(load_config(str(tiny_models["bert"]))) == 160  # max_position_embeddings
     assert position_limit(load_config(str(tiny_models["roberta"]))) == 159  # ids start after pad id 0

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.cli import app
+from steadytune.cli.app import app
 
 runner = CliRunner()
 

@@ -1,8 +1,13 @@
 import pytest
 
-from steadytune.config import (
-    FAMILY_PRESETS, RECIPES, ConfigError, RunConfig, config_hash, field_docs,
-    parse_assignments, resolve_config, valid_keys,
+from steadytune.config.recipes import FAMILY_PRESETS, RECIPES, resolve_config
+from steadytune.config.run import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    field_docs,
+    parse_assignments,
+    valid_keys,
 )
 
 

@@ -12,18 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from steadytune.batching import Encoded, batch_order, collate, encode, eval_batches
-from steadytune.data import (
-    TASKS,
-    DataError,
-    Split,
-    downsample,
-    get_task,
-    glue_dir,
-    load_glue,
-    load_split,
-)
-from steadytune.userdata import custom_file, load_custom, load_hub
+from steadytune.data.batching import Encoded, batch_order, collate, encode, eval_batches
+from steadytune.data.glue import glue_dir, load_glue
+from steadytune.data.loading import load_split
+from steadytune.data.splits import Split, downsample
+from steadytune.data.tasks import TASKS, DataError, get_task
+from steadytune.data.userdata import custom_file, load_custom, load_hub
 
 DATA = Path(os.environ.get("STEADYTUNE_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
 GLUE = DATA / "glue"

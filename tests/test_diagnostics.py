@@ -9,8 +9,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from steadytune.config import resolve_config
-from steadytune.diagnostics import (
+from steadytune.config.recipes import resolve_config
+from steadytune.testing.tiny import FAMILIES, tiny_config
+from steadytune.training.diagnostics import (
     KINDS,
     GradNormIndex,
     Recorder,
@@ -24,10 +25,9 @@ from steadytune.diagnostics import (
     pooler_saturation,
     softmax_entropy,
 )
-from steadytune.models import load_model
-from steadytune.optim import build_optimizer
-from steadytune.results import DIAGNOSTICS_FILE, RunResult
-from steadytune.tiny import FAMILIES, tiny_config
+from steadytune.training.models import load_model
+from steadytune.training.optim import build_optimizer
+from steadytune.training.results import DIAGNOSTICS_FILE, RunResult
 
 # --- helpers -----------------------------------------------------------------------
 
@@ -353,7 +353,7 @@ def test_disabled_recorder_does_nothing(tiny_bert):
 
 
 def test_diagnostics_do_not_change_training(tiny_bert, tiny_glue, tmp_path):
-    from steadytune.train import train_and_evaluate
+    from steadytune.training.loop import train_and_evaluate
 
     runs = {every: train_and_evaluate(_run_cfg(tiny_bert, tiny_glue, diag_every=every), tmp_path / str(every))
             for every in (0, 1, 5)}
@@ -367,7 +367,7 @@ def test_diagnostics_do_not_change_training(tiny_bert, tiny_glue, tmp_path):
 
 
 def test_run_diagnostics_content_and_round_trip(tiny_bert, tiny_glue, tmp_path):
-    from steadytune.train import train_and_evaluate
+    from steadytune.training.loop import train_and_evaluate
 
     res = train_and_evaluate(_run_cfg(tiny_bert, tiny_glue, diag_every=1), tmp_path)
     diag = res.diagnostics

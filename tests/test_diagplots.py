@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from steadytune.diagplots import diagnostic_sections, pick_failed_and_successful
+from steadytune.report.diagplots import diagnostic_sections, pick_failed_and_successful
 
 
 def _runs():
@@ -39,8 +39,9 @@ def test_sections_from_diagnostics():
 
 
 def test_report_from_a_real_tiny_study(tiny_bert, tiny_glue, tmp_path):
-    from steadytune.report import write_report
-    from steadytune.sweep import SweepSpec, run_sweep
+    from steadytune.report.html import write_report
+    from steadytune.sweeps.driver import run_sweep
+    from steadytune.sweeps.spec import SweepSpec
 
     spec = SweepSpec(tasks=("rte",), models=(str(tiny_bert),), recipes=("devlin2019", "mosbach2021"),
                      seeds=(1, 2, 3), overrides={"threads": "1", "lr": "3e-3", "evals_per_epoch": "1",
@@ -55,7 +56,7 @@ def test_report_from_a_real_tiny_study(tiny_bert, tiny_glue, tmp_path):
 def test_analysis_sections_from_stored_tables(tmp_path):
     import pytest
 
-    from steadytune.report import analysis_sections
+    from steadytune.report.html import analysis_sections
 
     folder = tmp_path / "probe"
     folder.mkdir()

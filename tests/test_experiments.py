@@ -11,13 +11,18 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.checkpoints import checkpoint_root, prune_checkpoints, select_kept
-from steadytune.cli import app
-from steadytune.config import ConfigError, RunConfig, config_hash
-from steadytune.executors import execute_run
-from steadytune.experiments import EXPERIMENTS, experiment_specs, full_data_steps
-from steadytune.store import Study
-from steadytune.sweep import SweepSpec, expand, parse_grid, parse_seeds, run_sweep
+from steadytune.cli.app import app
+from steadytune.config.run import ConfigError, RunConfig, config_hash
+from steadytune.store.study import Study
+from steadytune.sweeps.checkpoints import (
+    checkpoint_root,
+    prune_checkpoints,
+    select_kept,
+)
+from steadytune.sweeps.driver import run_sweep
+from steadytune.sweeps.executors import execute_run
+from steadytune.sweeps.experiments import EXPERIMENTS, experiment_specs, full_data_steps
+from steadytune.sweeps.spec import SweepSpec, expand, parse_grid, parse_seeds
 
 SEEDS25 = parse_seeds("1-25")
 
@@ -157,8 +162,8 @@ def test_keep_checkpoints_keeps_one_of_each_kind_per_group(kept_study, tiny_bert
 
 
 def test_kills_around_the_checkpoint_leave_nothing_that_breaks(tiny_bert, tiny_glue, tmp_path, monkeypatch):
-    import steadytune.checkpoints as ckpt
-    import steadytune.store as store_mod
+    import steadytune.store.study as store_mod
+    import steadytune.sweeps.checkpoints as ckpt
 
     store = tmp_path / "study.db"
     root = checkpoint_root(store).resolve()
@@ -239,7 +244,7 @@ def test_select_kept_and_old_studies(tmp_path):
 
 
 def test_report_has_the_generalisation_section(kept_study, tmp_path):
-    from steadytune.report import write_report
+    from steadytune.report.html import write_report
 
     page = write_report(kept_study, tmp_path / "report").read_text()
     assert "Generalisation (Fig. 8a): rte, dev acc over training of 3 successful runs" in page

@@ -10,10 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from steadytune.forgetting import (FittedMLMHead, fit_mlm_head, forgetting_curve, load_pretrained_mlm_head,
-                                   make_blocks, mask_blocks, mlm_perplexity, plot_forgetting, swapped_params,
-                                   wikitext_path)
-from steadytune.tiny import WORDS
+from steadytune.analyses.forgetting import (
+    forgetting_curve,
+    mlm_perplexity,
+    plot_forgetting,
+    swapped_params,
+)
+from steadytune.analyses.mlmhead import (
+    FittedMLMHead,
+    fit_mlm_head,
+    load_pretrained_mlm_head,
+)
+from steadytune.analyses.mlmtext import make_blocks, mask_blocks, wikitext_path
+from steadytune.testing.tiny import WORDS
 
 SEQ = 16
 
@@ -191,7 +200,7 @@ def test_fit_mlm_head_learns_and_caches(pair, tokenizer, texts, head, tmp_path, 
     files = list((tmp_path / "mlm-heads").glob("*.pt"))
     assert len(files) == 1
 
-    import steadytune.mlmhead as fg
+    import steadytune.analyses.mlmhead as fg
 
     monkeypatch.setattr(fg, "_frozen_features", lambda *a, **k: pytest.fail("cache was not used"))
     cached = fit_mlm_head(pretrained, tokenizer, texts, steps=60, seed=0, cache_dir=tmp_path, seq_len=SEQ,
@@ -205,7 +214,7 @@ def test_fit_mlm_head_learns_and_caches(pair, tokenizer, texts, head, tmp_path, 
 def test_pretrained_mlm_head_is_found_only_when_complete(tiny_bert, tmp_path):
     from transformers import AutoModelForMaskedLM
 
-    from steadytune.tiny import tiny_config
+    from steadytune.testing.tiny import tiny_config
 
     assert load_pretrained_mlm_head(str(tiny_bert)) is None  # bare encoder: no head weights
     torch.manual_seed(0)
@@ -239,7 +248,7 @@ def test_cli_writes_table_figure_and_settings(tiny_bert, texts, tmp_path, monkey
     from transformers import AutoModelForSequenceClassification
     from typer.testing import CliRunner
 
-    from steadytune import cli_analyses
+    from steadytune.cli import analyses as cli_analyses
 
     data = tmp_path / "data" / "wikitext-2"
     data.mkdir(parents=True)

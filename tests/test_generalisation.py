@@ -7,8 +7,12 @@ import math
 import pandas as pd
 import pytest
 
-from steadytune.generalisation import (dev_over_training, dev_vs_train_loss, plot_dev_over_training,
-                                       plot_dev_vs_train_loss)
+from steadytune.analyses.generalisation import (
+    dev_over_training,
+    dev_vs_train_loss,
+    plot_dev_over_training,
+    plot_dev_vs_train_loss,
+)
 
 
 @pytest.fixture()

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from steadytune.config import resolve_config
-from steadytune.train import train_and_evaluate
+from steadytune.config.recipes import resolve_config
+from steadytune.training.loop import train_and_evaluate
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import pytest
 import sklearn.metrics as skm
 from scipy import stats as sps
 
-from steadytune import metrics as M
+from steadytune.training import metrics as M
 
 SEEDS = range(8)
 

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from steadytune.config import resolve_config
-from steadytune.mixout import MixLinear, apply_mixout
-from steadytune.models import ModelError, load_model, model_type_of
+from steadytune.config.recipes import resolve_config
+from steadytune.training.mixout import MixLinear, apply_mixout
+from steadytune.training.models import ModelError, load_model, model_type_of
 
 
 def _cfg(path, **over):
@@ -150,7 +150,7 @@ def test_config_naming_pickle_weights_is_refused(tiny_bert, tmp_path):
     import json
     import shutil
 
-    from steadytune.models import require_safetensors
+    from steadytune.training.models import require_safetensors
 
     folder = tmp_path / "explicit"
     shutil.copytree(tiny_bert, folder)
@@ -163,7 +163,7 @@ def test_config_naming_pickle_weights_is_refused(tiny_bert, tmp_path):
 
 
 def test_hub_model_without_safetensors_is_a_clear_error():
-    from steadytune.models import _load_error
+    from steadytune.training.models import _load_error
 
     # what transformers raises for a hub repo with only pytorch_model.bin under use_safetensors=True
     exc = OSError("org/old does not appear to have a file named model.safetensors or model.safetensors.index.json "

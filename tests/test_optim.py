@@ -12,7 +12,7 @@ import torch
 import transformers
 from torch import nn
 
-from steadytune.optim import (
+from steadytune.training.optim import (
     AdamW,
     bias_correction_factor,
     build_optimizer,
@@ -383,7 +383,7 @@ def test_foreach_matches_loop(skip_every):
 @pytest.mark.parametrize("correct_bias", [True, False])
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
 def test_fused_path_matches_float64_reference(monkeypatch, correct_bias, weight_decay):
-    import steadytune.optim as optim
+    import steadytune.training.optim as optim
 
     calls = []
     real = optim._update_fused

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from steadytune.store import Study
-from steadytune.sweep import SweepSpec, run_sweep
+from steadytune.store.study import Study
+from steadytune.sweeps.driver import run_sweep
+from steadytune.sweeps.spec import SweepSpec
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'steadytune[ray]')")

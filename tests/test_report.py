@@ -15,9 +15,13 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from steadytune.plots import plot_boxplots, plot_expected_max, plot_learning_curves
-from steadytune.report import build_report, write_report
-from steadytune.stats import summarize
+from steadytune.analyses.stats import summarize
+from steadytune.report.html import build_report, write_report
+from steadytune.report.plots import (
+    plot_boxplots,
+    plot_expected_max,
+    plot_learning_curves,
+)
 
 EVIL = "<script>alert(1)</script>"
 MODEL = "/models/bert-large&uncased"
@@ -191,7 +195,7 @@ def test_write_report_reads_the_store(tables, tmp_path, monkeypatch):
         def close(self):
             calls["closed"] = True
 
-    monkeypatch.setitem(sys.modules, "steadytune.store", types.SimpleNamespace(Study=FakeStudy))
+    monkeypatch.setitem(sys.modules, "steadytune.store.study", types.SimpleNamespace(Study=FakeStudy))
     db = tmp_path / "study.db"
     db.write_bytes(b"")
     page = write_report(db, tmp_path / "out").read_text()
@@ -222,7 +226,7 @@ def test_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_generalisation_sections(tables):
-    from steadytune.report import generalisation_sections
+    from steadytune.report.html import generalisation_sections
 
     runs, curves = tables  # no `failed` column: it is derived from final and baseline
     sections = generalisation_sections(runs, curves)

@@ -48,8 +48,8 @@ def test_a_changed_number_or_study_is_caught(reproduce, monkeypatch):
                                          ("table1-mrpc1k-cpu", ("mrpc",))])
 def test_table1_counts_match_the_study_summary(reproduce, study, tasks):
     """The page's failed counts are the CLI summary's (``steadytune summary results/<study>.db``)."""
-    from steadytune.stats import summarize
-    from steadytune.store import Study
+    from steadytune.analyses.stats import summarize
+    from steadytune.store.study import Study
 
     with Study.open(ROOT / "results" / f"{study}.db", readonly=True) as st:
         summary = summarize(st.runs_table())

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from steadytune import stats as S
+from steadytune.analyses import stats as S
 
 RTE = 146 / 277  # majority baseline (accuracy)
 
@@ -286,7 +286,7 @@ def test_expected_max_curve() -> None:
 
 
 def test_stuck_runs_are_those_whose_training_loss_stayed_at_the_label_prior() -> None:
-    from steadytune.results import label_entropy
+    from steadytune.training.results import label_entropy
 
     assert label_entropy([0, 0, 1, 1]) == pytest.approx(math.log(2))
     assert label_entropy([0] * 7 + [1] * 3) == pytest.approx(-(0.7 * math.log(0.7) + 0.3 * math.log(0.3)))

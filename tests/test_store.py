@@ -14,12 +14,14 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.cli import app
-from steadytune.config import config_hash, resolve_config
-from steadytune.results import RunResult
-from steadytune.stats import summarize
-from steadytune.store import RUN_COLUMNS, StoreError, Study
-from steadytune.sweep import PlannedRun
+from steadytune.analyses.stats import summarize
+from steadytune.cli.app import app
+from steadytune.config.recipes import resolve_config
+from steadytune.config.run import config_hash
+from steadytune.store.study import RUN_COLUMNS, Study
+from steadytune.store.file import StoreError
+from steadytune.sweeps.spec import PlannedRun
+from steadytune.training.results import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,7 +149,7 @@ def test_done_runs_are_never_touched_again(tmp_path):
 
 KILL_SCRIPT = """
 import json, os, signal, sys
-from steadytune.store import Study
+from steadytune.store.study import Study
 
 class Bomb:
     def __float__(self):
@@ -182,7 +184,7 @@ WRITER_SCRIPT = """
 import sys
 sys.path.insert(0, sys.argv[3])
 from test_store import fake_result, planned
-from steadytune.store import Study
+from steadytune.store.study import Study
 
 study = Study.open(sys.argv[1])
 runs = [planned(seed, recipe=sys.argv[2]) for seed in range(1, 31)]

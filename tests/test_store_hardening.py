@@ -13,17 +13,22 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from steadytune.cli import app
-from steadytune.config import HASH_EXCLUDED, RunConfig, config_hash, resolve_config
-from steadytune.leases import LEASE_TTL_SECONDS, Owner, holder_alive, process_start
-from steadytune.stats import summarize
-from steadytune.store import Study
-from steadytune.sweep import PlannedRun, expand
-
 from test_store import fake_result
 from test_sweep import _start, _sweep_cmd, tiny_spec
+from typer.testing import CliRunner
+
+from steadytune.analyses.stats import summarize
+from steadytune.cli.app import app
+from steadytune.config.recipes import resolve_config
+from steadytune.config.run import HASH_EXCLUDED, RunConfig, config_hash
+from steadytune.store.leases import (
+    LEASE_TTL_SECONDS,
+    Owner,
+    holder_alive,
+    process_start,
+)
+from steadytune.store.study import Study
+from steadytune.sweeps.spec import PlannedRun, expand
 
 WIDE = {"COLUMNS": "2000"}
 
@@ -131,9 +136,9 @@ def test_summary_report_and_export_read_a_study_in_a_read_only_folder(tiny_bert,
     out = tmp_path / "out"
     script = " && ".join([
         f"mount --bind {ro} {ro}", f"mount -o remount,ro,bind {ro}",
-        f"{sys.executable} -m steadytune.cli summary {ro}/s.db",
-        f"{sys.executable} -m steadytune.cli report {ro}/s.db --out {out}/report",
-        f"{sys.executable} -m steadytune.cli export {ro}/s.db --out {out}/runs.csv"])
+        f"{sys.executable} -m steadytune summary {ro}/s.db",
+        f"{sys.executable} -m steadytune report {ro}/s.db --out {out}/report",
+        f"{sys.executable} -m steadytune export {ro}/s.db --out {out}/runs.csv"])
     done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True,
                           env={**os.environ, **WIDE})
     assert done.returncode == 0, done.stderr[-2000:]

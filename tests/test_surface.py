@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from steadytune.surface import anchor_params, evaluate_params, interpolate_1d, loss_surface, plot_surface
+from steadytune.analyses.surface import (
+    anchor_params,
+    evaluate_params,
+    interpolate_1d,
+    loss_surface,
+    plot_surface,
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,8 @@ def models(tiny_bert):
 def batches(tiny_bert, tiny_glue):
     from transformers import AutoTokenizer
 
-    from steadytune.data import collate, encode, eval_batches, load_glue
+    from steadytune.data.glue import load_glue
+    from steadytune.data.batching import collate, encode, eval_batches
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
     enc = encode(load_glue("rte", "dev", str(tiny_glue)), tokenizer)
@@ -104,7 +111,7 @@ def test_anchor_params_convention(models):
 
 def test_plane_is_linear_in_parameters(models):
     pretrained, failed, successful = models
-    from steadytune.surface import _combine
+    from steadytune.analyses.surface import _combine
 
     p, f, s = anchor_params(pretrained, failed, successful)
     point = _combine((p, f, s), (1 - 0.3 - 0.4, 0.3, 0.4))
@@ -148,7 +155,7 @@ def test_cli_writes_surface_and_line(models, tiny_bert, tiny_glue, tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from steadytune import cli_analyses
+    from steadytune.cli import analyses as cli_analyses
 
     _, failed, successful = models
     failed.save_pretrained(str(tmp_path / "failed"))

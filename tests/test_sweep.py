@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from steadytune.cli import app
-from steadytune.config import ConfigError, config_hash
-from steadytune.data import DataError
-from steadytune.executors import execute_run
-from steadytune.models import ModelError
-from steadytune.store import Study
-from steadytune.sweep import SweepSpec, expand, parse_grid, parse_seeds, run_sweep
+from steadytune.cli.app import app
+from steadytune.config.run import ConfigError, config_hash
+from steadytune.data.tasks import DataError
+from steadytune.store.study import Study
+from steadytune.sweeps.driver import run_sweep
+from steadytune.sweeps.executors import execute_run
+from steadytune.sweeps.spec import SweepSpec, expand, parse_grid, parse_seeds
+from steadytune.training.models import ModelError
 
 FAST = {"threads": "1", "evals_per_epoch": "1"}
 
@@ -100,7 +101,7 @@ def test_cli_bad_seed_range_exits_2_without_a_file(tiny_bert, tiny_glue, tmp_pat
 @pytest.fixture()
 def counted(monkeypatch):
     """Count (and optionally break) calls of train_and_evaluate made by the executor."""
-    import steadytune.train as train
+    import steadytune.training.loop as train
 
     real, calls, broken = train.train_and_evaluate, [], set()
 
@@ -173,7 +174,7 @@ def test_dry_run_writes_nothing(tiny_bert, tiny_glue, tmp_path):
 
 
 def _sweep_cmd(store: Path, model: Path, glue: Path, seeds: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "steadytune.cli", "sweep", "--tasks", "rte", "--recipes",
+    return [sys.executable, "-m", "steadytune", "sweep", "--tasks", "rte", "--recipes",
             "devlin2019,mosbach2021", "--seeds", seeds, "--store", str(store), "--model", str(model),
             "--data-dir", str(glue), "--max-steps", "4", "--set", "threads=1", "--set", "evals_per_epoch=1",
             *extra]
@@ -258,7 +259,7 @@ def test_sweep_survives_sigkill_at_random_points(tiny_bert, tiny_glue, tmp_path)
         seen.update(now)
         modes.append((mode, k, len(seen)))
     assert 0 < len(seen) < 16, modes
-    proc, lines = _start([sys.executable, "-m", "steadytune.cli", *args])
+    proc, lines = _start([sys.executable, "-m", "steadytune", *args])
     assert proc.wait(timeout=180) == 0
     final = _done_rows(store)
     for run_id, rows in seen.items():  # byte-identical results and curves
@@ -322,7 +323,7 @@ def test_pool_workers_die_with_the_driver_and_match_in_process_runs(tiny_bert, t
 
 
 def test_unknown_or_missing_executor_fails_before_writing(tiny_bert, tiny_glue, tmp_path, monkeypatch):
-    from steadytune.executors import ExecutorError
+    from steadytune.sweeps.executors import ExecutorError
 
     with pytest.raises(ConfigError, match="unknown executor 'dask'"):
         run_sweep(tiny_spec(tiny_bert, tiny_glue), tmp_path / "s.db", executor="dask")
@@ -335,8 +336,8 @@ def test_unknown_or_missing_executor_fails_before_writing(tiny_bert, tiny_glue, 
 def test_auto_workers_pack_runs_per_gpu_and_stay_single_on_cpu(monkeypatch):
     import torch
 
-    from steadytune.config import resolve_config
-    from steadytune.executors import RUNS_PER_GPU, auto_workers, uses_gpu
+    from steadytune.config.recipes import resolve_config
+    from steadytune.sweeps.executors import RUNS_PER_GPU, auto_workers, uses_gpu
 
     cfgs = [resolve_config(task="rte", recipe="devlin2019", seed=s) for s in range(1, 41)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -391,8 +392,8 @@ def test_ctrl_c_or_sigterm_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(
 
 
 def test_runs_table_carries_the_last_training_loss_and_the_label_entropy(tiny_bert, tiny_glue, tmp_path):
-    from steadytune.data import load_glue
-    from steadytune.results import label_entropy
+    from steadytune.data.glue import load_glue
+    from steadytune.training.results import label_entropy
 
     store = tmp_path / "s.db"
     spec = tiny_spec(tiny_bert, tiny_glue, seeds=(1,), recipes=("devlin2019",),

