@@ -55,11 +55,25 @@ def test_unknown_key_names_valid_ones():
 @pytest.mark.parametrize("key,value,match", [
     ("lr", "-1", "lr must be > 0"), ("warmup_ratio", "1.5", "warmup_ratio"), ("batching", "magic", "choose one of"),
     ("correct_bias", "maybe", "expects bool"), ("batch_size", "2.5", "expects int"), ("mixout", "1.0", "mixout"),
-    ("layer_lr_decay", "0", "layer_lr_decay"), ("device", "tpu", "device"),
+    ("layer_lr_decay", "0", "layer_lr_decay"),
 ])
 def test_invalid_values(key, value, match):
     with pytest.raises(ConfigError, match=match):
         resolve_config(model_type="bert", overrides={key: value})
+
+
+def test_execution_keys_are_split_off_validated_and_refused_by_the_run_config():
+    from steadytune.config.execution import Execution, split_execution
+
+    run, execution = split_execution({"lr": "1e-5", "threads": "2", "device": "cpu"})
+    assert run == {"lr": "1e-5"} and execution == Execution(device="cpu", threads=2)
+    for bad, words in (({"device": "tpu"}, "device='tpu' is invalid"), ({"threads": "-1"}, "threads must be >= 0"),
+                       ({"threads": "x"}, "expects int")):
+        with pytest.raises(ConfigError, match=words):
+            split_execution(bad)
+    with pytest.raises(ConfigError, match="threads says where a run executes"):
+        resolve_config(model_type="bert", overrides={"threads": 1})
+    assert "threads" in valid_keys() and "threads" not in RunConfig.__dataclass_fields__
 
 
 def test_bool_and_none_coercion():
@@ -73,6 +87,26 @@ def test_every_key_is_documented():
 
 def test_hash_ignores_execution_keys_only():
     a = resolve_config(model_type="bert")
-    assert config_hash(a) == config_hash(a.replace(threads=1, device="cpu", data_dir="/elsewhere"))
+    assert config_hash(a) == config_hash(a.replace(data_dir="/elsewhere"))
     assert config_hash(a) != config_hash(a.replace(seed=2))
     assert config_hash(a) != config_hash(a.replace(lr=1e-5))
+
+
+
+def test_every_stored_run_id_is_still_the_hash_of_its_config():
+    """device and threads left RunConfig for Execution: stored ids (hashed without them) hold."""
+    import glob
+    import json
+    import sqlite3
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    checked = 0
+    for db in sorted(glob.glob(str(root / "*.db"))):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        for run_id, config in conn.execute("SELECT run_id, config_json FROM runs"):
+            stored = {k: v for k, v in json.loads(config).items() if k not in ("device", "threads")}
+            assert config_hash(RunConfig(**stored)) == run_id, db
+            checked += 1
+        conn.close()
+    assert checked >= 500

@@ -9,7 +9,6 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from steadytune.config.recipes import resolve_config
 from steadytune.testing.tiny import FAMILIES, tiny_config
 from steadytune.training.diagnostics import (
     KINDS,
@@ -25,7 +24,7 @@ from steadytune.training.diagnostics import (
     pooler_saturation,
     softmax_entropy,
 )
-from steadytune.training.models import load_model
+from steadytune.training.models import load_model, resolve_for_model
 from steadytune.training.optim import build_optimizer
 from steadytune.training.results import DIAGNOSTICS_FILE, RunResult
 
@@ -33,7 +32,7 @@ from steadytune.training.results import DIAGNOSTICS_FILE, RunResult
 
 
 def _cfg(path, **over):
-    return resolve_config(task="rte", recipe="devlin2019", model=str(path), overrides=over)
+    return resolve_for_model(task="rte", recipe="devlin2019", model=str(path), overrides=over)
 
 
 def _model(path, seed: int = 0):
@@ -72,7 +71,7 @@ def _trainable(model):
 
 
 def _run_cfg(tiny_bert, tiny_glue, **over):
-    base = dict(data_dir=str(tiny_glue), max_steps=12, batch_size=8, threads=1, device="cpu",
+    base = dict(data_dir=str(tiny_glue), max_steps=12, batch_size=8,
                 evals_per_epoch=2, log_every=2, correct_bias=True)
     return _cfg(tiny_bert, **{**base, **over})
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 def test_minilm_on_a_real_rte_slice(real_glue, tmp_path):
     cfg = resolve_config(task="rte", recipe="mosbach2021", seed=1, model="minilm",
                          overrides={"data_dir": str(real_glue), "train_limit": 64, "max_steps": 8,
-                                    "threads": 2, "evals_per_epoch": 1})
+                                    "evals_per_epoch": 1})
     res = train_and_evaluate(cfg, tmp_path)
     assert res.status == "finished"
     assert res.model_info["model_type"] == "bert" and res.model_info["new_parameters"] == ["classifier.bias", "classifier.weight"]
@@ -28,7 +28,7 @@ def test_minilm_on_a_real_rte_slice(real_glue, tmp_path):
 def test_minilm_same_seed_is_reproducible(real_glue):
     cfg = resolve_config(task="mrpc", recipe="devlin2019", seed=5, model="minilm",
                          overrides={"data_dir": str(real_glue), "train_limit": 32, "max_steps": 3,
-                                    "threads": 2, "evals_per_epoch": 0})
+                                    "evals_per_epoch": 0})
     a, b = train_and_evaluate(cfg), train_and_evaluate(cfg)
     assert a.metrics == b.metrics
     assert a.curves.equals(b.curves)

@@ -2,13 +2,17 @@ import pytest
 import torch
 from torch import nn
 
-from steadytune.config.recipes import resolve_config
 from steadytune.training.mixout import MixLinear, apply_mixout
-from steadytune.training.models import ModelError, load_model, model_type_of
+from steadytune.training.models import (
+    ModelError,
+    load_model,
+    model_type_of,
+    resolve_for_model,
+)
 
 
 def _cfg(path, **over):
-    return resolve_config(task="rte", recipe="devlin2019", model=str(path), overrides=over)
+    return resolve_for_model(task="rte", recipe="devlin2019", model=str(path), overrides=over)
 
 
 def test_head_init_is_seeded_normal_with_zero_bias(tiny_bert):

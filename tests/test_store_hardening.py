@@ -77,7 +77,7 @@ CHOICE_ALTERNATIVES = {"segment_ids": "zeros", "save_checkpoints": "final", "bat
 
 def test_every_config_key_except_seed_and_execution_keys_splits_a_group(tmp_path):
     """Fails if any RunConfig key can be left out of the statistics group identity."""
-    assert HASH_EXCLUDED == ("data_dir", "device", "threads")  # a new execution-only key is a decision
+    assert HASH_EXCLUDED == ("data_dir",)  # a new key left out of the identity is a decision
     base = resolve_config(task="rte", recipe="devlin2019", seed=1, model="tiny", model_type="bert")
     checked = []
     for field in dataclasses.fields(RunConfig):
@@ -106,8 +106,11 @@ def test_every_config_key_except_seed_and_execution_keys_splits_a_group(tmp_path
 
 def test_execution_keys_and_missing_keys_of_old_studies_do_not_split(tmp_path):
     base = resolve_config(task="rte", recipe="devlin2019", seed=1, model="tiny", model_type="bert")
-    other = dataclasses.replace(base, seed=2, threads=3, device="cpu", data_dir="/elsewhere")
+    other = dataclasses.replace(base, seed=2, data_dir="/elsewhere")
     path = _store_with(tmp_path, [base, other])
+    with Study.open(path) as study:  # as stored when device and threads were in the config
+        study._conn.execute("UPDATE runs SET config_json = json_set(config_json, '$.threads', 3, '$.device', "
+                            "'cpu') WHERE seed = 2")
     with Study.open(path) as study:  # as written by a steadytune that had no 'dev_limit' yet
         study._conn.execute("UPDATE runs SET config_json = json_remove(config_json, '$.dev_limit') "
                             "WHERE seed = 2")

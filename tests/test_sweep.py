@@ -101,7 +101,7 @@ def test_cli_bad_seed_range_exits_2_without_a_file(tiny_bert, tiny_glue, tmp_pat
 @pytest.fixture()
 def counted(monkeypatch):
     """Count (and optionally break) calls of train_and_evaluate made by the executor."""
-    import steadytune.training.loop as train
+    import steadytune.sweeps.executors as train  # where the executor looks the loop up
 
     real, calls, broken = train.train_and_evaluate, [], set()
 
@@ -336,10 +336,10 @@ def test_unknown_or_missing_executor_fails_before_writing(tiny_bert, tiny_glue, 
 def test_auto_workers_pack_runs_per_gpu_and_stay_single_on_cpu(monkeypatch):
     import torch
 
-    from steadytune.config.recipes import resolve_config
+    from steadytune.config.execution import Execution
     from steadytune.sweeps.executors import RUNS_PER_GPU, auto_workers, uses_gpu
 
-    cfgs = [resolve_config(task="rte", recipe="devlin2019", seed=s) for s in range(1, 41)]
+    cfgs = [Execution() for s in range(1, 41)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert not uses_gpu(cfgs) and auto_workers(cfgs, cpus=16) == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

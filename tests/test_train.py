@@ -6,15 +6,15 @@ import math
 import pandas as pd
 import pytest
 
-from steadytune.config.recipes import resolve_config
 from steadytune.training.loop import train_and_evaluate
+from steadytune.training.models import resolve_for_model
 from steadytune.training.results import RunResult, derive_seeds
 
 
 def _cfg(model, glue, **over):
-    base = {"data_dir": str(glue), "max_steps": 6, "threads": 1, "evals_per_epoch": 1}
+    base = {"data_dir": str(glue), "max_steps": 6, "evals_per_epoch": 1}
     base.update(over)
-    return resolve_config(task=base.pop("task", "rte"), recipe=base.pop("recipe", "devlin2019"),
+    return resolve_for_model(task=base.pop("task", "rte"), recipe=base.pop("recipe", "devlin2019"),
                           seed=base.pop("seed", 1), model=str(model), overrides=base)
 
 
@@ -131,3 +131,19 @@ def test_step0_evaluation_is_a_best_candidate_and_flagged(tiny_bert, tiny_glue):
     assert res.metrics["best"]["acc"] == acc.loc[0]
     trained = train_and_evaluate(_cfg(tiny_bert, tiny_glue, lr=1e-3, max_steps=6, evals_per_epoch=3), None)
     assert trained.best_is_untrained == (trained.best_step == 0)
+
+
+def test_steadytune_run_leaves_threads_and_global_rng_as_they_were(tiny_bert, tiny_glue, tmp_path):
+    import torch
+
+    import steadytune
+
+    torch.set_num_threads(1)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    res = steadytune.run(task="rte", model=str(tiny_bert), data_dir=str(tiny_glue), max_steps=2, threads=2,
+                         evals_per_epoch=0)
+    assert res.execution == {"device": "cpu", "threads": 2}  # what the run used, recorded
+    assert "threads" not in res.config and "device" not in res.config
+    assert torch.get_num_threads() == 1
+    assert torch.equal(torch.random.get_rng_state(), before)

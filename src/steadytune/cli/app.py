@@ -65,9 +65,8 @@ def run(
         TimeRemainingColumn,
     )
 
-    from steadytune.config.recipes import resolve_config
     from steadytune.config.run import parse_assignments
-    from steadytune.training.loop import train_and_evaluate
+    from steadytune.training.runner import run as run_one  # torch: loaded only by commands that train
 
     try:
         overrides: dict[str, object] = dict(parse_assignments(set_))
@@ -77,7 +76,6 @@ def run(
             overrides["train_limit"] = train_limit
         if max_steps is not None:
             overrides["max_steps"] = max_steps
-        cfg = resolve_config(task=task, recipe=recipe, seed=seed, model=model, overrides=overrides)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
                    TimeElapsedColumn(), TimeRemainingColumn())
         bar = Progress(*columns, console=console, transient=False)
@@ -86,11 +84,11 @@ def run(
         def progress(step: int, total: int, info: dict) -> None:
             if not jobs:  # the bar appears with the first step, its total known: a load error shows none
                 bar.start()
-                jobs.append(bar.add_task(f"{cfg.task} {cfg.recipe} seed {cfg.seed}", total=total))
+                jobs.append(bar.add_task(f"{task} {recipe} seed {seed}", total=total))
             bar.update(jobs[0], completed=step)
 
         try:
-            result = train_and_evaluate(cfg, out, progress=progress)
+            result = run_one(task, recipe, seed, model, out, progress=progress, **overrides)
         finally:
             if jobs:  # stopping a bar that never started prints an empty line
                 bar.stop()
@@ -129,9 +127,10 @@ def recipes(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @app.command()
 def keys() -> None:
     """List every configuration key with its default and meaning."""
+    from steadytune.config.execution import Execution  # config only: keeps `steadytune --help` light
     from steadytune.config.run import RunConfig, field_docs
 
-    defaults = RunConfig().to_dict()
+    defaults = {**RunConfig().to_dict(), **Execution().to_dict()}
     for key, doc in field_docs().items():
         typer.echo(f"{key:20s} {defaults[key]!s:16s} {doc}")
 

@@ -82,8 +82,9 @@ def resolve_config(
         recipe: recipe name(s), ``+``-joined.
         seed: run seed.
         model: model id, path or ``minilm``.
-        model_type: the model's ``config.model_type`` (selects the family preset); looked
-            up from the checkpoint's config when None.
+        model_type: the model's ``config.model_type`` (selects the family preset); None
+            applies no family preset. The configuration layer reads no checkpoint:
+            :func:`steadytune.training.models.resolve_for_model` looks the type up.
         overrides: user ``key=value`` overrides (strings are coerced).
 
     Raises:
@@ -92,10 +93,6 @@ def resolve_config(
     overrides = dict(overrides or {})
     rec = recipe_overrides(recipe)
     base = RunConfig(task=task, recipe=recipe, seed=seed, model=model)
-    if model_type is None:
-        from steadytune.training.models import model_type_of
-
-        model_type = model_type_of(str(overrides.get("model", model)))
     family = FAMILY_PRESETS.get(model_type or "", {})
     cfg = apply_overrides(base, family)
     cfg = apply_overrides(cfg, rec)

@@ -8,17 +8,18 @@ model-family presets, and how a config is resolved from them, are
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import hashlib
+import inspect
 import json
 import types
 import typing
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-
-class ConfigError(ValueError):
-    """An invalid configuration key or value; the message says what is valid."""
-
+from steadytune.config.errors import ConfigError
+from steadytune.config.execution import EXECUTION_KEYS, Execution, coerce_execution
 
 DEFAULT_MODEL = "minilm"
 
@@ -118,15 +119,11 @@ class RunConfig:
     save_checkpoints: str = "none"
     """``none``, ``final``, ``best`` or ``both`` (safetensors)."""
 
-    # --- execution -----------------------------------------------------------------
+    # --- how batches and numbers are formed (part of what the run computes) -----------
     batching: str = "length_grouped"
     """``length_grouped`` (seeded, similar lengths per batch) or ``random``."""
     precision: str = "fp32"
     """``fp32`` (faithful default) or ``bf16`` (autocast)."""
-    device: str = "auto"
-    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
-    threads: int = 0
-    """Intra-op CPU threads (0 = all cores)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -149,22 +146,19 @@ CHOICES: dict[str, tuple[str, ...]] = {
 
 
 def valid_keys() -> list[str]:
-    """Names of every configuration key."""
-    return [f.name for f in fields(RunConfig)]
+    """Names of every key a user can set: the run config's, then the execution keys."""
+    return [f.name for f in fields(RunConfig)] + list(EXECUTION_KEYS)
 
 
 def field_docs() -> dict[str, str]:
-    """Key -> the docstring under its field (for ``steadytune keys``)."""
-    import ast
-    import inspect
-
-    tree = ast.parse(inspect.getsource(RunConfig))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    """Key -> the docstring under its field (for ``steadytune keys``), execution keys too."""
     docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
-            docs[node.target.id] = str(nxt.value.value)  # type: ignore[attr-defined]
-    return docs
+    for cls in (RunConfig, Execution):
+        body = ast.parse(inspect.getsource(cls)).body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr):
+                docs[node.target.id] = str(nxt.value.value)  # type: ignore[attr-defined]
+    return {k: docs[k] for k in valid_keys()}
 
 
 def _field_type(name: str) -> Any:
@@ -178,6 +172,8 @@ def coerce(name: str, value: Any) -> Any:
         raise ConfigError(
             f"unknown config key {name!r}; valid keys: {', '.join(valid_keys())}"
         )
+    if name in EXECUTION_KEYS:
+        return coerce_execution(name, value)
     typ = _field_type(name)
     optional = False
     if typing.get_origin(typ) in (typing.Union, types.UnionType):
@@ -217,7 +213,7 @@ def _validate(cfg: RunConfig) -> None:
         if not getattr(cfg, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {getattr(cfg, key)!r}")
     non_negative = ("epochs", "max_steps", "train_limit", "dev_limit", "weight_decay", "max_grad_norm",
-                    "reinit_layers", "evals_per_epoch", "diag_every", "threads", "head_init_std")
+                    "reinit_layers", "evals_per_epoch", "diag_every", "head_init_std")
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)!r}")
@@ -236,12 +232,14 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"adam_eps must be > 0, got {cfg.adam_eps!r}")
     if not 0.0 < cfg.layer_lr_decay <= 1.0:
         raise ConfigError(f"layer_lr_decay must be in (0, 1], got {cfg.layer_lr_decay!r}")
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
-        raise ConfigError(f"device={cfg.device!r} is invalid; use auto, cpu, cuda or cuda:N")
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
     """Return ``cfg`` with ``overrides`` applied; unknown keys raise :class:`ConfigError`."""
+    execution = sorted(set(overrides) & set(EXECUTION_KEYS))
+    if execution:
+        raise ConfigError(f"{execution[0]} says where a run executes, not what it computes: pass it as an "
+                          "execution setting (steadytune.config.execution.split_execution)")
     changes = {key: coerce(key, value) for key, value in overrides.items()}
     return dataclasses.replace(cfg, **changes)
 
@@ -259,8 +257,11 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-# Keys that say where or how fast a run executes, not what it computes.
-HASH_EXCLUDED = ("data_dir", "device", "threads")
+# Keys that say where a run's input is, not what it computes. ``device`` and ``threads``
+# were RunConfig keys (left out of the hash) before they moved to ``Execution``: stored
+# configs may still carry them, and they are never part of a run's identity.
+HASH_EXCLUDED = ("data_dir",)
+LEGACY_EXECUTION_KEYS = ("device", "threads")
 
 
 def format_value(value: Any) -> str:
@@ -274,7 +275,8 @@ def format_value(value: Any) -> str:
 
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes runs one statistics group: the config without ``seed`` and ``HASH_EXCLUDED``.
+    """What makes runs one statistics group: the config without ``seed``, ``HASH_EXCLUDED``
+    and the execution keys older studies stored in it.
 
     ``config`` is a resolved config as stored (``RunConfig.to_dict()``); keys missing
     from one stored before they existed take their defaults, so a study written by an
@@ -282,17 +284,18 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     defaults = RunConfig().to_dict()
     merged = {**defaults, **config}
-    return {k: v for k, v in merged.items() if k != "seed" and k not in HASH_EXCLUDED}
+    left_out = ("seed", *HASH_EXCLUDED, *LEGACY_EXECUTION_KEYS)
+    return {k: v for k, v in merged.items() if k not in left_out}
 
 
 def config_hash(cfg: RunConfig) -> str:
     """Content address of a resolved configuration (seed included).
 
-    ``HASH_EXCLUDED`` keys are left out, so moving the data or changing the thread
-    count does not turn a finished run into a new one.
+    ``HASH_EXCLUDED`` keys are left out, so moving the data does not turn a finished
+    run into a new one (device and thread count are not in ``RunConfig`` at all). The
+    payload is exactly what it was when those two were fields left out of it, so every
+    stored run id stays valid.
     """
-    import hashlib
-
     content = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
     payload = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]

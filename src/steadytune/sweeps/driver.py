@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from steadytune.config.run import ConfigError
-from steadytune.sweeps.spec import EventFn, PlannedRun, SweepSpec, expand
+from steadytune.sweeps.spec import (
+    EventFn,
+    PlannedRun,
+    SweepSpec,
+    expand,
+    spec_execution,
+)
 
 
 def _dry_run(planned: list[PlannedRun], store_path: Path) -> dict[str, Any]:
@@ -43,7 +49,7 @@ def _dry_run(planned: list[PlannedRun], store_path: Path) -> dict[str, Any]:
 
 
 def default_threads(executor: str, workers: int) -> int:
-    """Per-run CPU threads when the config leaves ``threads`` at 0.
+    """Per-run CPU threads when the sweep leaves ``threads`` at 0.
 
     Local: the cores shared by the workers (two PyTorch processes that each use every
     core slow each other down several times). Ray: 1 per task; set ``threads`` to ask
@@ -102,13 +108,14 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         raise ConfigError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
     emit = on_event or (lambda event: None)
     planned = expand(spec)
+    execution = spec_execution(spec)
     ids = [r.run_id for r in planned]
     if dry_run:
         return _dry_run(planned, Path(store_path))
     if workers == 0:
         from steadytune.sweeps.executors import auto_workers
 
-        workers = auto_workers([r.cfg for r in planned]) if executor == "local" else 1
+        workers = auto_workers([execution] * len(planned)) if executor == "local" else 1
     root = checkpoint_root(store_path).resolve() if keep_checkpoints else None
     with Study.open(store_path, create=True) as study:
         study.add_planned(planned)
@@ -117,8 +124,8 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         if root is not None:  # first clean up after a sweep that was killed
             prune_checkpoints(study, keep_checkpoints, groups, root)
         todo = set(study.pending(ids))
-        threads = default_threads(executor, workers)
-        jobs = [Job(r.run_id, r.cfg if r.cfg.threads else r.cfg.replace(threads=threads), r.grid,
+        run_execution = execution.replace(threads=execution.threads or default_threads(executor, workers))
+        jobs = [Job(r.run_id, r.cfg, r.grid, execution=run_execution,
                     checkpoint_dir=None if root is None else str(root / r.run_id))
                 for r in planned if r.run_id in todo]
         counts: dict[str, Any] = {"planned": len(planned), "done_before": len(planned) - len(jobs),

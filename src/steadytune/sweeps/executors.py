@@ -21,6 +21,7 @@ file system every node shares.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -38,7 +39,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from steadytune.config.execution import Execution
 from steadytune.config.run import RunConfig
+from steadytune.training.loop import train_and_evaluate
 
 PR_SET_PDEATHSIG = 1
 RUNS_PER_GPU = 16
@@ -52,13 +55,15 @@ class ExecutorError(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    """A run to execute: its id, resolved config (explicit ``threads``) and grid label."""
+    """A run to execute: its id, resolved config, how it executes, and grid label."""
 
     run_id: str
     cfg: RunConfig
     grid: str = ""
     checkpoint_dir: str | None = None
     """Save the final model into ``<checkpoint_dir>/final`` (None: save nothing)."""
+    execution: Execution = field(default_factory=Execution)
+    """Device and CPU threads (explicit: the driver resolves ``threads=0``)."""
 
 
 @dataclass
@@ -106,25 +111,19 @@ def _capture(buf: io.StringIO) -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-def _train_saving(cfg: RunConfig, workdir: Path) -> Any:
-    """Train ``cfg`` and save its final model into ``workdir/final``; same run, same record.
+def _train_saving(cfg: RunConfig, execution: Execution, workdir: Path) -> Any:
+    """Train ``cfg`` and also save its final model into ``workdir/final``.
 
-    The checkpoint is a side effect of the sweep, not part of the run: ``save_checkpoints``
-    is part of the config hash, so the config is changed only for the call, and the
-    returned result (and the ``result.json`` beside the model) keep the planned value.
-    Saving does not touch the RNG streams or the weights, so the numbers are the same.
+    The checkpoint is a side effect of the sweep, not part of the run: it is asked for
+    through the execution settings, so the config (and the run's identity) is the one
+    planned. Saving does not touch the RNG streams or the weights: the numbers are the same.
     """
-    from steadytune.training.loop import train_and_evaluate
-
     shutil.rmtree(workdir, ignore_errors=True)  # the leftover of an attempt that was killed
-    saving = {"none": "final", "best": "both"}.get(cfg.save_checkpoints, cfg.save_checkpoints)
-    result = train_and_evaluate(cfg.replace(save_checkpoints=saving), workdir)
-    result.config["save_checkpoints"] = cfg.save_checkpoints
-    result.save(workdir)
-    return result
+    return train_and_evaluate(cfg, workdir, execution=dataclasses.replace(execution, save_final=True))
 
 
-def execute_run(run_id: str, cfg: RunConfig, checkpoint_dir: str | None = None) -> Outcome:
+def execute_run(run_id: str, cfg: RunConfig, checkpoint_dir: str | None = None,
+                execution: Execution | None = None) -> Outcome:
     """Train and evaluate one configuration, capturing its log; never raises for the run.
 
     Any exception becomes an :class:`Outcome` with ``result=None`` and the message
@@ -138,17 +137,16 @@ def execute_run(run_id: str, cfg: RunConfig, checkpoint_dir: str | None = None) 
             ``result.json`` and ``curves.csv``); the folder is emptied first. The
             result is the same as without it.
     """
-    from steadytune.training.loop import train_and_evaluate
-
+    execution = execution or Execution()
     buf = io.StringIO()
     buf.write(f"{_stamp()} start run {run_id}: task={cfg.task} model={cfg.model} recipe={cfg.recipe} "
-              f"seed={cfg.seed} threads={cfg.threads} pid={os.getpid()} host={socket.gethostname()}\n")
+              f"seed={cfg.seed} threads={execution.threads} pid={os.getpid()} host={socket.gethostname()}\n")
     start = time.perf_counter()
     outcome = Outcome(run_id, None)
     with _capture(buf):
         try:
             if checkpoint_dir is None:
-                result = train_and_evaluate(cfg)
+                result = train_and_evaluate(cfg, execution=execution)
             else:
                 result = _train_saving(cfg, Path(checkpoint_dir))
         except Exception as exc:  # noqa: BLE001 - the sweep must survive any one run
@@ -178,15 +176,15 @@ def _crashed(job: Job, exc: BaseException) -> Outcome:
 # ---------------------------------------------------------------------------- local
 
 
-def uses_gpu(cfgs: list[RunConfig]) -> bool:
+def uses_gpu(executions: list[Execution]) -> bool:
     """Whether any of the runs will train on a GPU (``cuda*``, or ``auto`` with CUDA present)."""
     import torch
 
-    wants = [c.device.startswith("cuda") or c.device == "auto" for c in cfgs]
+    wants = [e.device.startswith("cuda") or e.device == "auto" for e in executions]
     return any(wants) and torch.cuda.is_available()
 
 
-def auto_workers(cfgs: list[RunConfig], cpus: int | None = None) -> int:
+def auto_workers(executions: list[Execution], cpus: int | None = None) -> int:
     """Local worker count for ``workers=0``: 1 on CPU; packed runs when they go to GPUs.
 
     A small encoder keeps a GPU busy only a fraction of each step (the Python side of
@@ -195,10 +193,10 @@ def auto_workers(cfgs: list[RunConfig], cpus: int | None = None) -> int:
     """
     import torch
 
-    if not cfgs or not uses_gpu(cfgs):
+    if not executions or not uses_gpu(executions):
         return 1
     cpus = cpus or os.cpu_count() or 1
-    return max(1, min(RUNS_PER_GPU * torch.cuda.device_count(), cpus, len(cfgs)))
+    return max(1, min(RUNS_PER_GPU * torch.cuda.device_count(), cpus, len(executions)))
 
 
 def _init_worker(driver_pid: int, threads: int, counter: Any = None) -> None:
@@ -232,7 +230,7 @@ def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: i
     if workers <= 1:
         for job in jobs:
             if on_start(job.run_id):
-                on_done(execute_run(job.run_id, job.cfg, job.checkpoint_dir))
+                on_done(execute_run(job.run_id, job.cfg, job.checkpoint_dir, job.execution))
         return
     import multiprocessing
     from concurrent.futures.process import BrokenProcessPool
@@ -240,7 +238,7 @@ def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: i
     queue = deque(jobs)
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    counter = context.Value("i", 0) if uses_gpu([job.cfg for job in jobs]) else None
+    counter = context.Value("i", 0) if uses_gpu([job.execution for job in jobs]) else None
     while queue:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                    initargs=(os.getpid(), threads, counter))
@@ -270,7 +268,7 @@ def _drain(pool: ProcessPoolExecutor, queue: deque[Job], workers: int, on_start:
             job = queue.popleft()
             if not on_start(job.run_id):
                 continue
-            inflight[pool.submit(execute_run, job.run_id, job.cfg, job.checkpoint_dir)] = job
+            inflight[pool.submit(execute_run, job.run_id, job.cfg, job.checkpoint_dir, job.execution)] = job
         if not inflight:
             break
         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
@@ -318,7 +316,7 @@ def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int
 
     Uses the Ray already initialised in this process if any; else connects to
     ``ray_address``, or starts a local Ray on every core (shut down afterwards). A task
-    asks for ``cfg.threads`` CPUs (capped by the largest node) and one GPU when the
+    asks for ``execution.threads`` CPUs (capped by the largest node) and one GPU when the
     cluster has GPUs and the run is not pinned to the CPU; Ray retries a task twice
     if its worker dies.
     """
@@ -336,11 +334,11 @@ def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int
         remote = ray.remote(max_retries=2)(execute_run)
         pending: dict[Any, Job] = {}
         for job in jobs:
-            gpus = 1 if has_gpu and job.cfg.device != "cpu" else 0
+            gpus = 1 if has_gpu and job.execution.device != "cpu" else 0
             if not on_start(job.run_id):
                 continue
-            ref = remote.options(num_cpus=min(max(1, job.cfg.threads), max_cpus),
-                                 num_gpus=gpus).remote(job.run_id, job.cfg, job.checkpoint_dir)
+            ref = remote.options(num_cpus=min(max(1, job.execution.threads), max_cpus),
+                                 num_gpus=gpus).remote(job.run_id, job.cfg, job.checkpoint_dir, job.execution)
             pending[ref] = job
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

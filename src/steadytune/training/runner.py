@@ -1,35 +1,67 @@
-"""The Python entry points behind the CLI commands, importable as ``steadytune.<name>``."""
+"""``steadytune.run``: one run from names and ``key=value`` settings, leaving the process as it was.
+
+The training loop sets the intra-op thread count and seeds the global RNGs (PyTorch,
+CUDA) for dropout. :func:`process_state_kept` saves both before and restores them
+after, so a notebook that calls ``steadytune.run`` keeps its own thread count and random
+streams.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from steadytune.config.recipes import resolve_config
+import torch
+
+from steadytune.config.execution import split_execution
 from steadytune.config.run import DEFAULT_MODEL
+from steadytune.training.loop import ProgressFn, train_and_evaluate
+from steadytune.training.models import resolve_for_model
 from steadytune.training.results import RunResult
 
 
+@contextlib.contextmanager
+def process_state_kept() -> Iterator[None]:
+    """Restore PyTorch's thread count and global RNG states (CPU and CUDA) on exit."""
+    threads = torch.get_num_threads()
+    cpu = torch.random.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def run(task: str = "rte", recipe: str = "devlin2019", seed: int = 1, model: str = DEFAULT_MODEL,
-        out: str | Path | None = None, progress: Any = None, **overrides: Any) -> RunResult:
+        out: str | Path | None = None, progress: ProgressFn | None = None, **overrides: Any) -> RunResult:
     """Fine-tune one model on one task with one recipe and seed (``steadytune run``).
 
     Args:
-        task: GLUE task name or ``custom``.
-        recipe: recipe name(s), ``+``-joined (see ``steadytune.config.RECIPES``).
+        task: GLUE task name, ``custom`` or ``hub:NAME``.
+        recipe: recipe name(s), ``+``-joined (see ``steadytune.config.recipes.RECIPES``).
         seed: run seed.
         model: hub id, local checkpoint directory or ``minilm``.
-        out: directory for ``result.json`` and ``curves.csv`` (None: keep in memory only).
+        out: directory for ``result.json``, ``curves.csv`` and ``diagnostics.csv`` (None:
+            keep in memory only).
         progress: optional ``progress(step, total, info)`` callback.
-        **overrides: any configuration key, e.g. ``lr=1e-5``, ``epochs=10``, ``data_dir=...``.
+        **overrides: any configuration key, e.g. ``lr=1e-5``, ``epochs=10``,
+            ``data_dir=...``, and the execution keys ``device`` and ``threads``.
 
     Returns:
-        The :class:`~steadytune.results.RunResult`.
+        The :class:`~steadytune.training.results.RunResult`. The caller's thread count
+        and global RNG states are the same afterwards as before.
 
     Raises:
         ConfigError, DataError, ModelError: invalid configuration, data or model.
     """
-    from steadytune.training.loop import train_and_evaluate
+    run_overrides, execution = split_execution(overrides)
+    cfg = resolve_for_model(task=task, recipe=recipe, seed=seed, model=model, overrides=run_overrides)
+    with process_state_kept():
+        return train_and_evaluate(cfg, out, progress=progress, execution=execution)
 
-    cfg = resolve_config(task=task, recipe=recipe, seed=seed, model=model, overrides=overrides)
-    return train_and_evaluate(cfg, out, progress=progress)
+
+__all__ = ["process_state_kept", "run"]

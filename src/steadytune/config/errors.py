@@ -1,0 +1,5 @@
+"""The configuration layer's error type."""
+
+
+class ConfigError(ValueError):
+    """An invalid configuration key or value; the message says what is valid."""
