@@ -215,7 +215,7 @@ def load_hub(name: str, split: str, text_columns: str = "text", label_column: st
     """
     check_split(split)
     try:
-        import datasets
+        import datasets  # optional extra ('hub'): only hub tasks need it
     except ImportError:
         raise DataError(f"hub:{name} needs the optional 'datasets' package: "
                         "pip install 'steadytune[hub]'") from None

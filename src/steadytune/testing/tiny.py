@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
+import transformers as tf
+from transformers import AutoModel, BertTokenizer
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = [
@@ -26,7 +29,6 @@ FAMILIES = ("bert", "roberta", "albert", "electra", "deberta-v2")
 
 
 def _write_tokenizer(out: Path) -> None:
-    from transformers import BertTokenizer
 
     vocab_file = out / "vocab.txt"
     vocab_file.write_text("\n".join(VOCAB) + "\n")
@@ -35,7 +37,6 @@ def _write_tokenizer(out: Path) -> None:
 
 def tiny_config(family: str = "bert"):
     """A tiny ``transformers`` config of ``family`` (bert, roberta, albert, electra, deberta-v2)."""
-    import transformers as tf
 
     common = dict(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=160, pad_token_id=0, type_vocab_size=2)
@@ -59,8 +60,6 @@ def make_tiny_model(out_dir: str | Path, family: str = "bert", seed: int = 0) ->
     The checkpoint is a bare encoder (``AutoModel``), like a pre-trained one: the
     classification head is created when the run loads it.
     """
-    import torch
-    from transformers import AutoModel
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
