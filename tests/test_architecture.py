@@ -152,3 +152,13 @@ def test_the_layering_test_catches_an_upward_import(tmp_path):
     assert upward("steadytune.training.models", "steadytune.testing.tiny")
     assert not upward("steadytune.testing.tiny", "steadytune.training.models")
     assert upward("steadytune.data.glue", "steadytune")  # the root is the public API, above everything
+
+
+def test_the_public_api_is_importable_from_the_package_root():
+    import steadytune
+
+    for name, module in steadytune.PUBLIC.items():
+        obj = getattr(steadytune, name)
+        assert getattr(obj, "__module__", module) == module or not callable(obj), (name, obj)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        steadytune.nope  # noqa: B018

@@ -3,17 +3,56 @@
     >>> import steadytune
     >>> result = steadytune.run(task="rte", recipe="mosbach2021", seed=1, train_limit=256)
     >>> result.metrics["final"]["acc"], result.failed
+
+The names below are the public API; each is imported from its layer on first use, so
+``import steadytune`` (and ``steadytune --help``) stays fast. docs/architecture.md says
+where each lives.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["run", "__version__"]
+PUBLIC: dict[str, str] = {
+    # config
+    "RunConfig": "steadytune.config.run",
+    "ConfigError": "steadytune.config.errors",
+    "Execution": "steadytune.config.execution",
+    "RECIPES": "steadytune.config.recipes",
+    "resolve_config": "steadytune.config.recipes",
+    # data
+    "DataError": "steadytune.data.tasks",
+    "load_split": "steadytune.data.loading",
+    # training
+    "run": "steadytune.training.runner",
+    "train_and_evaluate": "steadytune.training.loop",
+    "RunResult": "steadytune.training.results",
+    "Recorder": "steadytune.training.diagnostics",
+    "ModelError": "steadytune.training.models",
+    # store
+    "Study": "steadytune.store.study",
+    "StoreError": "steadytune.store.file",
+    # sweeps
+    "SweepSpec": "steadytune.sweeps.spec",
+    "expand": "steadytune.sweeps.spec",
+    "run_sweep": "steadytune.sweeps.driver",
+    "experiment_specs": "steadytune.sweeps.experiments",
+    # analyses
+    "summarize": "steadytune.analyses.stats",
+    "compare_recipes": "steadytune.analyses.stats",
+    "expected_max_curve": "steadytune.analyses.stats",
+    # report
+    "write_report": "steadytune.report.html",
+}
+"""Public name -> the module that defines it (a literal table, no import-time registry)."""
+
+__all__ = ["__version__", *PUBLIC]
 
 
-def __getattr__(name: str):
-    # Imported on first use, so `steadytune --help` and sweep planning stay fast.
-    if name == "run":
-        from steadytune.training.runner import run
-
-        return run
+def __getattr__(name: str) -> Any:
+    if name in PUBLIC:
+        return getattr(importlib.import_module(PUBLIC[name]), name)
     raise AttributeError(f"module 'steadytune' has no attribute {name!r}")
