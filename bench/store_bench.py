@@ -77,7 +77,7 @@ def fill(path: Path, runs: list[PlannedRun], curve_rows: int, diag_rows: int) ->
         study.add_planned(runs)
         for run, result in zip(runs, results):
             start = time.perf_counter()
-            study.mark_running(run.run_id)
+            study.claim(run.run_id)
             study.record_result(run.run_id, result, log="start run ...\nend run ...\n" * 20)
             times.append(time.perf_counter() - start)
     return times

@@ -56,7 +56,7 @@ def test_report_from_a_real_tiny_study(tiny_bert, tiny_glue, tmp_path):
 def test_analysis_sections_from_stored_tables(tmp_path):
     import pytest
 
-    from steadytune.report.html import analysis_sections
+    from steadytune.report.sections import analysis_sections
 
     folder = tmp_path / "probe"
     folder.mkdir()

@@ -6,8 +6,6 @@ import html
 import re
 import shutil
 import subprocess
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +193,7 @@ def test_write_report_reads_the_store(tables, tmp_path, monkeypatch):
         def close(self):
             calls["closed"] = True
 
-    monkeypatch.setitem(sys.modules, "steadytune.store.study", types.SimpleNamespace(Study=FakeStudy))
+    monkeypatch.setattr("steadytune.report.html.Study", FakeStudy)
     db = tmp_path / "study.db"
     db.write_bytes(b"")
     page = write_report(db, tmp_path / "out").read_text()
@@ -226,7 +224,7 @@ def test_renders_in_headless_chromium(report, tmp_path):
 
 
 def test_generalisation_sections(tables):
-    from steadytune.report.html import generalisation_sections
+    from steadytune.report.sections import generalisation_sections
 
     runs, curves = tables  # no `failed` column: it is derived from final and baseline
     sections = generalisation_sections(runs, curves)

@@ -18,8 +18,12 @@ from steadytune.analyses.stats import summarize
 from steadytune.cli.app import app
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import config_hash
-from steadytune.store.study import RUN_COLUMNS, Study
+from steadytune.store.checkpoints import CHECKPOINT_COLUMNS, list_checkpoints, set_checkpoints
+from steadytune.store.export import export_study
 from steadytune.store.file import StoreError
+from steadytune.store.records import read_logs, read_result
+from steadytune.store.study import Study
+from steadytune.store.tables import RUN_COLUMNS
 from steadytune.sweeps.spec import PlannedRun
 from steadytune.training.results import RunResult
 
@@ -103,13 +107,13 @@ def test_round_trip_of_result_curves_diagnostics_and_log(tmp_path):
     result = fake_result(run)
     with Study.open(tmp_path / "s.db") as study:
         assert study.add_planned([run]) == 1
-        study.mark_running(run.run_id)
+        study.claim(run.run_id)
         assert study.record_result(run.run_id, result, log="hello\n")
-        back = study.result(run.run_id)
+        back = read_result(study, run.run_id)
         assert back.to_dict() == result.to_dict()
         pd.testing.assert_frame_equal(back.curves, result.curves, check_dtype=False)
         pd.testing.assert_frame_equal(back.diagnostics, result.diagnostics, check_dtype=False)
-        assert study.logs(run.run_id) == ["hello\n"]
+        assert read_logs(study, run.run_id) == ["hello\n"]
         table = study.runs_table()
         assert list(table.columns) == [*RUN_COLUMNS, "label_entropy", "best_step", "train_loss"]
         row = table.iloc[0]
@@ -125,7 +129,7 @@ def test_done_runs_are_never_touched_again(tmp_path):
         study.add_planned(runs)
         study.record_result(runs[0].run_id, fake_result(runs[0]))
         study.record_result(runs[1].run_id, fake_result(runs[1], status="diverged"))
-        study.mark_running(runs[2].run_id)
+        study.claim(runs[2].run_id)
         study.record_error(runs[3].run_id, "DataError: boom")
         snapshot = study._conn.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
         curves = study.curves_table()
@@ -135,7 +139,7 @@ def test_done_runs_are_never_touched_again(tmp_path):
         other.metrics["final"]["acc"] = 0.99
         assert study.record_result(runs[0].run_id, other) is False
         study.record_error(runs[0].run_id, "late error")
-        study.mark_running(runs[1].run_id)
+        assert study.claim(runs[1].run_id) == "done"
         after = study._conn.execute("SELECT * FROM runs ORDER BY run_id").fetchall()
         done = {runs[0].run_id, runs[1].run_id}
         assert [r for r in after if r[0] in done] == [r for r in snapshot if r[0] in done]
@@ -167,7 +171,7 @@ def test_kill_inside_the_write_transaction_leaves_the_old_state(tmp_path):
     path = tmp_path / "s.db"
     with Study.open(path) as study:
         study.add_planned([run])
-        study.mark_running(run.run_id)
+        study.claim(run.run_id)
     payload = json.dumps(fake_result(run).to_dict())
     proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(path), run.run_id, payload],
                           capture_output=True, text=True, timeout=120)
@@ -176,7 +180,7 @@ def test_kill_inside_the_write_transaction_leaves_the_old_state(tmp_path):
     with Study.open(path) as study:
         assert study.statuses() == {run.run_id: "running"}
         assert study.curves_table().empty and study.diagnostics_table().empty
-        assert study.logs(run.run_id) == []
+        assert read_logs(study, run.run_id) == []
         assert study.pending() == [run.run_id]
 
 
@@ -190,7 +194,7 @@ study = Study.open(sys.argv[1])
 runs = [planned(seed, recipe=sys.argv[2]) for seed in range(1, 31)]
 study.add_planned(runs)
 for run in runs:
-    study.mark_running(run.run_id)
+    study.claim(run.run_id)
     study.record_result(run.run_id, fake_result(run), log="x")
 """
 
@@ -225,7 +229,7 @@ def filled(tmp_path) -> Path:
 def test_export_round_trip(filled, tmp_path, suffix):
     out = tmp_path / "out" / f"study{suffix}"
     with Study.open(filled, readonly=True) as study:
-        written = study.export(out)
+        written = export_study(study, out)
         runs, curves = study.runs_table(all_statuses=True), study.curves_table()
     assert [p.name for p in written] == [f"study{suffix}", f"study.curves{suffix}", f"study.diagnostics{suffix}"]
     read = pd.read_parquet if suffix == ".parquet" else pd.read_csv
@@ -239,7 +243,36 @@ def test_export_round_trip(filled, tmp_path, suffix):
     assert json.loads(back["config_json"].iloc[0])["task"] == "rte"
     pd.testing.assert_frame_equal(read(written[1]), curves, check_dtype=False)
     with pytest.raises(StoreError, match="parquet or .csv"):
-        Study.open(filled, readonly=True).export(tmp_path / "x.xlsx")
+        export_study(Study.open(filled, readonly=True), tmp_path / "x.xlsx")
+
+
+def test_transactions_and_the_checkpoint_list(filled):
+    with Study.open(filled) as study:
+        ids = list(study.runs_table()["run_id"])[:2]
+        assert list_checkpoints(study).empty
+        set_checkpoints(study, ids, {ids[0]: ("filled.checkpoints/a/final", True)})
+        kept = list_checkpoints(study)
+        assert list(kept.columns) == CHECKPOINT_COLUMNS and kept["run_id"].tolist() == [ids[0]]
+        assert kept["path"].iloc[0] == str(filled.resolve().parent / "filled.checkpoints/a/final")
+        assert kept["failed"].tolist() == [True]
+        set_checkpoints(study, ids[:1], {})  # only the runs in scope are replaced
+        assert list_checkpoints(study).empty
+
+        def boom(conn):
+            conn.execute("DELETE FROM runs")
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            study.transaction(boom)  # a failed write keeps nothing
+        assert len(study.runs_table(all_statuses=True)) == 10
+    with Study.open(filled, readonly=True) as study:
+        count = study.transaction(lambda conn: conn.execute("SELECT count(*) FROM runs").fetchone()[0],
+                                  write=False)
+        assert count == 10
+        for write in (lambda: study.transaction(lambda conn: None), lambda: set_checkpoints(study, ids, {}),
+                      lambda: study.claim(ids[0])):
+            with pytest.raises(StoreError, match="read-only"):
+                write()
 
 
 def test_summary_and_export_commands(filled, tmp_path):

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from steadytune.cli.app import app
 from steadytune.config.run import ConfigError, config_hash
 from steadytune.data.tasks import DataError
+from steadytune.store.records import read_logs, read_result
 from steadytune.store.study import Study
 from steadytune.sweeps.driver import run_sweep
 from steadytune.sweeps.executors import execute_run
@@ -130,7 +131,7 @@ def test_resume_skips_finished_runs(tiny_bert, tiny_glue, tmp_path, counted):
     with Study.open(store, readonly=True) as study:
         table = study.runs_table()
         assert len(table) == 6 and table["seed"].tolist().count(3) == 2
-        log = study.logs(table["run_id"].iloc[0])[0]
+        log = read_logs(study, table["run_id"].iloc[0])[0]
         assert "start run" in log and "end run" in log
 
 
@@ -145,7 +146,7 @@ def test_error_runs_are_recorded_and_retried(tiny_bert, tiny_glue, tmp_path, cou
         assert set(errors["seed"]) == {2}
         row = study._conn.execute("SELECT error, attempts FROM runs WHERE status='error'").fetchone()
         assert row == ("DataError: broken data for seed 2", 1)
-        assert "Traceback" in study.logs(errors["run_id"].iloc[0])[0]
+        assert "Traceback" in read_logs(study, errors["run_id"].iloc[0])[0]
     broken.clear()
     retry = run_sweep(tiny_spec(tiny_bert, tiny_glue), store)
     assert (retry["to_run"], retry["error"], len(calls)) == (2, 0, 6)
@@ -315,7 +316,7 @@ def test_pool_workers_die_with_the_driver_and_match_in_process_runs(tiny_bert, t
     assert all(_done_rows(store)[r] == rows for r, rows in by_pool.items())
     planned = {r.run_id: r for r in expand(spec)}
     with Study.open(store, readonly=True) as study:
-        pooled = study.result(next(iter(by_pool)))
+        pooled = read_result(study, next(iter(by_pool)))
     run_id = next(iter(by_pool))
     local = execute_run(run_id, planned[run_id].cfg)
     assert local.result["metrics"] == pooled.metrics

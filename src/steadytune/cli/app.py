@@ -448,11 +448,12 @@ def export(
     out: Annotated[Path, typer.Option(help="FILE.parquet or FILE.csv; curves go to FILE.curves.<ext>.")],
 ) -> None:
     """Export a study's runs and curves to Parquet or CSV."""
+    from steadytune.store.export import export_study  # loaded on use: keeps `steadytune --help` fast
     from steadytune.store.study import Study
 
     try:
         with Study.open(study, readonly=True) as st:
-            written = st.export(out)
+            written = export_study(st, out)
     except _study_errors() as exc:
         _fail(exc)
         return

@@ -1,7 +1,8 @@
 """Figures from stored training diagnostics: the paper's Fig. 4 (gradient norms per layer,
 failed vs successful run) and Fig. 6 (bias-correction factor and effective lr).
 
-Pure plotting over tidy tables (``Study.runs_table()`` and ``Study.diagnostics_table()``);
+Pure plotting over tidy tables (``Study.runs_table()`` and ``Study.diagnostics_table()``,
+:mod:`steadytune.store.study`);
 nothing here trains or loads a model.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -20,6 +22,13 @@ def pick_failed_and_successful(runs: pd.DataFrame) -> dict[tuple[str, str], dict
 
     The failed run is the lowest-scoring finished failed run (a diverged run has no
     useful gradients to show), the successful one the highest-scoring run.
+
+    Args:
+        runs: the runs table (any statuses; only finished runs are picked).
+
+    Returns:
+        ``(task, recipe) -> {"failed": run_id, "successful": run_id}``, sorted by task and
+        recipe; groups without both outcomes are left out.
     """
     done = runs[runs["status"] == "finished"].copy()
     if done.empty:
@@ -46,6 +55,9 @@ def plot_layer_grad_norms(diagnostics: pd.DataFrame, failed_id: str, successful_
         successful_id: run id of a successful run (right panel).
         title: figure title.
         labels: the two panels' titles.
+
+    Returns:
+        A new Figure (two panels sharing the log y axis, one line per layer).
     """
     rows = diagnostics[diagnostics["group"] == "grad_norm_layer"]
     fig = Figure(figsize=(10, 3.6), layout="constrained")
@@ -71,7 +83,16 @@ def plot_layer_grad_norms(diagnostics: pd.DataFrame, failed_id: str, successful_
 
 
 def plot_bias_correction(runs: pd.DataFrame, diagnostics: pd.DataFrame) -> Figure:
-    """Fig. 6: the Adam bias-correction factor and the effective lr per recipe over steps."""
+    """Fig. 6: the Adam bias-correction factor and the effective lr per recipe over steps.
+
+    Args:
+        runs: the runs table; the first finished/diverged run of each (task, recipe, grid)
+            is drawn.
+        diagnostics: tidy table with run_id, step, group, name, value (group ``optim``).
+
+    Returns:
+        A new Figure: the factor (left) and the effective learning rate (right).
+    """
     rows = diagnostics[diagnostics["group"] == "optim"]
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     FigureCanvasAgg(fig)
@@ -93,7 +114,15 @@ def plot_bias_correction(runs: pd.DataFrame, diagnostics: pd.DataFrame) -> Figur
 
 
 def diagnostic_sections(runs: pd.DataFrame, diagnostics: pd.DataFrame) -> list[tuple[str, Figure]]:
-    """Report sections for a study's diagnostics (empty when none were recorded)."""
+    """Report sections for a study's diagnostics: Fig. 4 per (task, recipe), then Fig. 6.
+
+    Args:
+        runs: the runs table.
+        diagnostics: the study's diagnostics table.
+
+    Returns:
+        ``(title, Figure)`` pairs; empty when no diagnostics were recorded.
+    """
     if diagnostics.empty:
         return []
     sections: list[tuple[str, Figure]] = []
@@ -120,6 +149,5 @@ def _layer_order(name: str) -> tuple[int, int]:
 
 
 def _colours(n: int) -> list:
-    from matplotlib import colormaps
-
+    """``n`` colours along viridis (one per layer, embeddings dark to classifier light)."""
     return [colormaps["viridis"](x) for x in np.linspace(0.0, 0.9, max(n, 1))]

@@ -1,12 +1,12 @@
 """Figures of a seed sweep, drawn from the stored tidy tables (never from models).
 
-Every ``plot_*`` function takes the runs table (:mod:`steadytune.stats` docstring; rows
+Every ``plot_*`` function takes the runs table (:mod:`steadytune.analyses.stats` docstring; rows
 whose ``status`` is not ``finished``/``diverged`` are ignored) and returns a new
 :class:`matplotlib.figure.Figure` on an Agg canvas. No ``pyplot`` is used, so nothing is
 left in pyplot's global figure registry; the caller saves the figure and drops it.
 
-Conventions shared with :mod:`steadytune.report`: metric values are drawn ×100; a run is
-*failed* by :func:`steadytune.stats.failed_mask` on the chosen checkpoint (diverged runs
+Conventions shared with :mod:`steadytune.report.html`: metric values are drawn ×100; a run is
+*failed* by :func:`steadytune.analyses.stats.failed_mask` on the chosen checkpoint (diverged runs
 are failed and have no value); boxes are ordered by first appearance of the recipe in
 the runs table, then grid point, then model.
 """
@@ -28,7 +28,7 @@ from steadytune.analyses.stats import expected_max_curve, failed_mask
 __all__ = ["SCORED", "group_labels", "plot_boxplots", "plot_expected_max",
            "plot_learning_curves", "scored_runs"]
 
-SCORED = ("finished", "diverged")  # the statuses steadytune.stats accepts
+SCORED = ("finished", "diverged")  # the statuses steadytune.analyses.stats accepts
 KEYS = ["task", "model", "recipe", "grid"]
 OK_COLOUR, FAILED_COLOUR = "tab:blue", "tab:red"
 
@@ -86,8 +86,6 @@ def _prepared(runs: pd.DataFrame, which: str) -> pd.DataFrame:
     df["value"] = 100.0 * raw
     df["label"] = group_labels(df, sep="\n")
     return df
-
-
 
 
 def _groups(sub: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -148,32 +146,7 @@ def plot_boxplots(runs: pd.DataFrame, which: str = "final") -> Figure:
     rng = np.random.default_rng(0)  # fixed jitter: the same table gives the same picture
     for ax, task in zip(axes, tasks):
         sub = df[df["task"] == task]
-        groups = _groups(sub)
-        pos = np.arange(1, len(groups) + 1, dtype=float)
-        vals = [g["value"].dropna().to_numpy(np.float64) for _, g in groups]
-        have = [i for i, v in enumerate(vals) if v.size]
-        if have:
-            grey = {"color": "0.35"}
-            ax.boxplot([vals[i] for i in have], positions=pos[have], widths=0.5, showfliers=False,
-                       medianprops={"color": "tab:orange", "lw": 1.8}, boxprops=grey,
-                       whiskerprops=grey, capprops=grey)
-        ticks = []
-        for p, v, (label, g) in zip(pos, vals, groups):
-            if v.size:
-                ax.hlines(v.mean(), p - 0.25, p + 0.25, color="tab:red", lw=1.8, zorder=4)
-                ax.hlines(v.max(), p - 0.25, p + 0.25, color="tab:red", ls=":", lw=1.8, zorder=4)
-            shown = g[g["value"].notna()]
-            x = p + rng.uniform(-0.17, 0.17, len(shown))
-            ax.scatter(x, shown["value"], marker="x", color="0.5", s=24, lw=1.0, zorder=3)
-            bad = shown["is_failed"].to_numpy(bool)
-            ax.scatter(x[bad], shown["value"].to_numpy()[bad], marker="o", facecolors="none",
-                       edgecolors=FAILED_COLOUR, s=80, lw=1.2, zorder=5)
-            n_div = int((g["status"] == "diverged").sum())
-            ticks.append(f"{label}\n{int(g['is_failed'].sum())}/{len(g)} failed"
-                         + (f"\n{n_div} diverged" if n_div else ""))
-        _baselines(ax, sub)
-        ax.set_xticks(pos, ticks, fontsize=8)
-        ax.set_xlim(0.4, len(groups) + 0.6)
+        _draw_boxes(ax, sub, rng)
         ax.set_title(str(task))
         ax.set_ylabel(f"{sub['metric'].iloc[0]} ×100 ({which} checkpoint)")
         ax.grid(axis="y", alpha=0.3)
@@ -188,6 +161,36 @@ def plot_boxplots(runs: pd.DataFrame, which: str = "final") -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, len(handles)),
                fontsize=8, frameon=False)
     return fig
+
+
+def _draw_boxes(ax: Axes, sub: pd.DataFrame, rng: np.random.Generator) -> None:
+    """One task's panel: a box per group, its runs jittered (failed circled), mean/median/max."""
+    groups = _groups(sub)
+    pos = np.arange(1, len(groups) + 1, dtype=float)
+    vals = [g["value"].dropna().to_numpy(np.float64) for _, g in groups]
+    have = [i for i, v in enumerate(vals) if v.size]
+    if have:
+        grey = {"color": "0.35"}
+        ax.boxplot([vals[i] for i in have], positions=pos[have], widths=0.5, showfliers=False,
+                   medianprops={"color": "tab:orange", "lw": 1.8}, boxprops=grey,
+                   whiskerprops=grey, capprops=grey)
+    ticks = []
+    for p, v, (label, g) in zip(pos, vals, groups):
+        if v.size:
+            ax.hlines(v.mean(), p - 0.25, p + 0.25, color="tab:red", lw=1.8, zorder=4)
+            ax.hlines(v.max(), p - 0.25, p + 0.25, color="tab:red", ls=":", lw=1.8, zorder=4)
+        shown = g[g["value"].notna()]
+        x = p + rng.uniform(-0.17, 0.17, len(shown))
+        ax.scatter(x, shown["value"], marker="x", color="0.5", s=24, lw=1.0, zorder=3)
+        bad = shown["is_failed"].to_numpy(bool)
+        ax.scatter(x[bad], shown["value"].to_numpy()[bad], marker="o", facecolors="none",
+                   edgecolors=FAILED_COLOUR, s=80, lw=1.2, zorder=5)
+        n_div = int((g["status"] == "diverged").sum())
+        ticks.append(f"{label}\n{int(g['is_failed'].sum())}/{len(g)} failed"
+                     + (f"\n{n_div} diverged" if n_div else ""))
+    _baselines(ax, sub)
+    ax.set_xticks(pos, ticks, fontsize=8)
+    ax.set_xlim(0.4, len(groups) + 0.6)
 
 
 def _mean_curve(parts: list[pd.DataFrame]) -> pd.Series:
@@ -206,7 +209,7 @@ def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, which: str = 
 
     Args:
         runs: the runs table, with ``run_id``.
-        curves: ``run_id, step, epoch, split, name, value`` (:mod:`steadytune.results`).
+        curves: ``run_id, step, epoch, split, name, value`` (:mod:`steadytune.training.results`).
         which: the checkpoint that decides failed (``"final"`` as in the paper).
         loss_name: the train-split curve name of the loss.
 
@@ -219,16 +222,7 @@ def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, which: str = 
     if "run_id" not in runs.columns:
         raise ValueError("runs table needs a run_id column to match curves")
     df = _prepared(runs, which)
-    cur = curves[curves["run_id"].isin(df["run_id"])] if len(curves) else curves
-    if df.empty or cur.empty:
-        return _empty("no learning curves recorded")
-    metric_of = dict(zip(df["run_id"], df["metric"]))
-    dev = cur[(cur["split"] == "dev") & (cur["name"] == cur["run_id"].map(metric_of))]
-    train = cur[(cur["split"] == "train") & (cur["name"] == loss_name)]
-    dev = dev.assign(value=100.0 * dev["value"])
-    panels = [(t, kind, part) for t in dict.fromkeys(df["task"])
-              for kind, part in (("dev", dev), ("train", train))
-              if part["run_id"].isin(df.loc[df["task"] == t, "run_id"]).any()]
+    panels = _curve_panels(df, curves, loss_name)
     if not panels:
         return _empty("no learning curves recorded")
     ncols = max(df.loc[df["task"] == t, "order"].nunique() for t, _, _ in panels)
@@ -243,33 +237,53 @@ def plot_learning_curves(runs: pd.DataFrame, curves: pd.DataFrame, which: str = 
                 ax.set_axis_off()
                 continue
             label, g = groups[j]
-            for failed, colour in ((False, OK_COLOUR), (True, FAILED_COLOUR)):
-                lines = [by_run[rid] for rid in g.loc[g["is_failed"] == failed, "run_id"] if rid in by_run]
-                for line in lines:
-                    ax.plot(line["step"], line["value"], color=colour, lw=0.6, alpha=0.35)
-                if lines:
-                    mean = _mean_curve(lines)
-                    ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2.0)
-            values = part.loc[part["run_id"].isin(g["run_id"]), "value"]
-            if kind == "train" and len(values) and (values > 0).all():
-                ax.set_yscale("log")
-                # plain "0.01" labels: mathtext "10^-2" labels on 12 panels take seconds to lay out
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-                ax.yaxis.set_minor_formatter(NullFormatter())
-            elif kind == "dev":
-                _baselines(ax, g)
+            _draw_curves(ax, g, by_run, part.loc[part["run_id"].isin(g["run_id"]), "value"], kind)
             ax.set_title(f"{task} · {label.replace(chr(10), ' · ')}", fontsize=9)
             ax.set_ylabel(f"dev {g['metric'].iloc[0]} ×100" if kind == "dev" else f"train {loss_name}",
                           fontsize=8)
-            ax.set_xlabel("step", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
     handles = [Line2D([], [], color=OK_COLOUR, lw=2, label="successful runs (thick: mean)"),
                Line2D([], [], color=FAILED_COLOUR, lw=2, label=f"failed runs ({which} checkpoint)"),
                Line2D([], [], color="tab:blue", ls=":", label="majority classifier")]
     fig.legend(handles=handles, loc="outside lower center", ncols=_legend_columns(fig, 3),
                fontsize=8, frameon=False)
     return fig
+
+
+def _curve_panels(df: pd.DataFrame, curves: pd.DataFrame,
+                  loss_name: str) -> list[tuple[str, str, pd.DataFrame]]:
+    """``(task, "dev"|"train", curve rows)`` per panel row: dev metric (×100), then train loss."""
+    cur = curves[curves["run_id"].isin(df["run_id"])] if len(curves) else curves
+    if df.empty or cur.empty:
+        return []
+    metric_of = dict(zip(df["run_id"], df["metric"]))
+    dev = cur[(cur["split"] == "dev") & (cur["name"] == cur["run_id"].map(metric_of))]
+    train = cur[(cur["split"] == "train") & (cur["name"] == loss_name)]
+    dev = dev.assign(value=100.0 * dev["value"])
+    return [(t, kind, part) for t in dict.fromkeys(df["task"])
+            for kind, part in (("dev", dev), ("train", train))
+            if part["run_id"].isin(df.loc[df["task"] == t, "run_id"]).any()]
+
+
+def _draw_curves(ax: Axes, g: pd.DataFrame, by_run: dict[str, pd.DataFrame], values: pd.Series,
+                 kind: str) -> None:
+    """One panel: the group's runs (thin) and their mean (thick), successful then failed."""
+    for failed, colour in ((False, OK_COLOUR), (True, FAILED_COLOUR)):
+        lines = [by_run[rid] for rid in g.loc[g["is_failed"] == failed, "run_id"] if rid in by_run]
+        for line in lines:
+            ax.plot(line["step"], line["value"], color=colour, lw=0.6, alpha=0.35)
+        if lines:
+            mean = _mean_curve(lines)
+            ax.plot(mean.index, mean.to_numpy(), color=colour, lw=2.0)
+    if kind == "train" and len(values) and (values > 0).all():
+        ax.set_yscale("log")
+        # plain "0.01" labels: mathtext "10^-2" labels on 12 panels take seconds to lay out
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    elif kind == "dev":
+        _baselines(ax, g)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
 
 
 def plot_expected_max(runs: pd.DataFrame, which: Sequence[str] = ("final", "best")) -> Figure:

@@ -1,6 +1,6 @@
 """The study file format: SQLite schema, version, and how a study file is recognised.
 
-:mod:`steadytune.store` reads and writes studies through these; nothing here writes to a
+:mod:`steadytune.store.study` reads and writes studies through these; nothing here writes to a
 file that is not already a steadytune study (a foreign file is inspected read-only and
 refused untouched).
 """
@@ -55,6 +55,7 @@ class StoreError(RuntimeError):
 
 
 def utc_now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds (the format of every ``*_at`` column)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -155,6 +156,11 @@ def _read_meta(path: Path) -> tuple[set[str], dict[str, str]]:
 
 
 def create_schema(conn: sqlite3.Connection) -> None:
+    """Create the tables and the ``meta`` entries of a new study, inside the caller's transaction.
+
+    Args:
+        conn: a connection in a write transaction; existing tables and entries are kept.
+    """
     # executescript() would COMMIT on its own; one statement at a time keeps one transaction.
     for statement in _SCHEMA.split(";"):
         if statement.strip():

@@ -39,6 +39,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from steadytune.store.checkpoints import set_checkpoints
+
 GROUP = ["task", "model", "recipe", "grid"]
 """The columns that define a group; retention counts per group and verdict."""
 FOLDER = "final"
@@ -96,7 +98,7 @@ def prune_checkpoints(study: Any, keep: int, groups: Iterable[tuple[str, str, st
     base = study.path.resolve().parent
     listed = {r: (os.path.relpath(root.resolve() / r / FOLDER, base), bool(f))
               for r, f in zip(kept["run_id"], kept["failed"])}
-    study.set_checkpoints(in_scope["run_id"], listed)  # the list first, then the deletions
+    set_checkpoints(study, in_scope["run_id"], listed)  # the list first, then the deletions
     status = dict(zip(runs["run_id"], runs["status"]))
     scope = set(in_scope["run_id"])
     for folder in sorted(root.iterdir()) if root.is_dir() else []:
