@@ -33,13 +33,16 @@ def glue_dir() -> Path:
 
 def timed_run(every: int, args: argparse.Namespace) -> tuple[float, float]:
     """One run; returns (mean step time, mean time inside Recorder.record) over the window, in s."""
-    from steadytune.training import diagnostics
+    # steadytune (torch, transformers) is imported only when a run is timed: `--help` stays fast.
+    from steadytune.config.execution import Execution
     from steadytune.config.recipes import resolve_config
+    from steadytune.training import diagnostics
     from steadytune.training.loop import train_and_evaluate
 
-    cfg = resolve_config(task="rte", recipe="devlin2019", model="minilm", overrides=dict(
-        data_dir=str(glue_dir()), train_limit=args.train_limit, max_steps=args.max_steps,
-        threads=args.threads, device="cpu", evals_per_epoch=0, diag_every=every, seed=1))
+    cfg = resolve_config(task="rte", recipe="devlin2019", model="minilm", overrides={
+        "data_dir": str(glue_dir()), "train_limit": args.train_limit, "max_steps": args.max_steps,
+        "evals_per_epoch": 0, "diag_every": every, "seed": 1})
+    execution = Execution(device="cpu", threads=args.threads)  # where it runs is not part of the config
     ends: dict[int, float] = {}
     inside: dict[int, float] = {}
     original = diagnostics.Recorder.record
@@ -51,7 +54,8 @@ def timed_run(every: int, args: argparse.Namespace) -> tuple[float, float]:
 
     diagnostics.Recorder.record = record
     try:
-        train_and_evaluate(cfg, progress=lambda step, total, info: ends.__setitem__(step, time.perf_counter()))
+        train_and_evaluate(cfg, progress=lambda step, total, info: ends.__setitem__(step, time.perf_counter()),
+                           execution=execution)
     finally:
         diagnostics.Recorder.record = original
     # Iteration s (0-based) ends at progress(s + 1); its time is ends[s + 1] - ends[s].
@@ -71,7 +75,7 @@ def main() -> None:
     if args.max_steps < 21:
         parser.error("--max-steps must be >= 21 (one full diag_every=10 period after warm-up)")
 
-    import torch
+    import torch  # heavy: after argument parsing
 
     torch.set_num_threads(args.threads)
     settings = [0, 10, 1]

@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from steadytune.testing.tiny import FAMILIES, tiny_config
+from steadytune.training.classifier import load_model
 from steadytune.training.diagnostics import (
     KINDS,
     GradNormIndex,
@@ -24,7 +25,7 @@ from steadytune.training.diagnostics import (
     pooler_saturation,
     softmax_entropy,
 )
-from steadytune.training.models import load_model, resolve_for_model
+from steadytune.training.models import resolve_for_model
 from steadytune.training.optim import build_optimizer
 from steadytune.training.results import DIAGNOSTICS_FILE, RunResult
 

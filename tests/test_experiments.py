@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from steadytune.cli.app import app
 from steadytune.config.run import ConfigError, RunConfig, config_hash
+from steadytune.store.checkpoints import list_checkpoints
 from steadytune.store.study import Study
 from steadytune.sweeps.checkpoints import (
     checkpoint_root,
@@ -20,7 +21,6 @@ from steadytune.sweeps.checkpoints import (
     select_kept,
 )
 from steadytune.sweeps.driver import run_sweep
-from steadytune.sweeps.executors import execute_run
 from steadytune.sweeps.experiments import EXPERIMENTS, experiment_specs, full_data_steps
 from steadytune.sweeps.spec import (
     SweepSpec,
@@ -29,6 +29,7 @@ from steadytune.sweeps.spec import (
     parse_seeds,
     spec_execution,
 )
+from steadytune.sweeps.worker import execute_run
 
 SEEDS25 = parse_seeds("1-25")
 
@@ -141,7 +142,7 @@ def test_keep_checkpoints_keeps_one_of_each_kind_per_group(kept_study, tiny_bert
 
     with Study.open(kept_study, readonly=True) as study:
         runs = study.runs_table()
-        kept = study.checkpoints()
+        kept = list_checkpoints(study)
         results = {r: json.loads(study._conn.execute("SELECT result_json FROM runs WHERE run_id=?", (r,))
                                  .fetchone()[0]) for r in runs["run_id"]}
     outcome = {(g, s): bool(f) for g, s, f in zip(runs["grid"], runs["seed"], runs["failed"])}
@@ -171,6 +172,7 @@ def test_keep_checkpoints_keeps_one_of_each_kind_per_group(kept_study, tiny_bert
 def test_kills_around_the_checkpoint_leave_nothing_that_breaks(tiny_bert, tiny_glue, tmp_path, monkeypatch):
     import steadytune.store.study as store_mod
     import steadytune.sweeps.checkpoints as ckpt
+    import steadytune.sweeps.driver as driver  # where the driver looks prune_checkpoints up
 
     store = tmp_path / "study.db"
     root = checkpoint_root(store).resolve()
@@ -201,10 +203,10 @@ def test_kills_around_the_checkpoint_leave_nothing_that_breaks(tiny_bert, tiny_g
             raise SystemExit("kill -9")
         return real_prune(study, keep, groups, root)
 
-    monkeypatch.setattr(ckpt, "prune_checkpoints", prune_or_die)
+    monkeypatch.setattr(driver, "prune_checkpoints", prune_or_die)
     with pytest.raises(SystemExit):
         run_sweep(spec, store, keep_checkpoints=1)
-    monkeypatch.setattr(ckpt, "prune_checkpoints", real_prune)
+    monkeypatch.setattr(driver, "prune_checkpoints", real_prune)
     with Study.open(store, readonly=True) as study:
         table = study.runs_table(all_statuses=True).set_index("seed")
         assert set(table["status"]) == {"finished"}
@@ -215,7 +217,7 @@ def test_kills_around_the_checkpoint_leave_nothing_that_breaks(tiny_bert, tiny_g
     out = run_sweep(spec, store, keep_checkpoints=1)
     assert (out["to_run"], out["checkpoints"]) == (0, 2)
     with Study.open(store, readonly=True) as study:
-        kept = study.checkpoints()
+        kept = list_checkpoints(study)
     assert sorted(zip(kept["seed"], kept["failed"])) == [(1, True), (2, False)]
     assert sorted(p.name for p in root.iterdir()) == sorted(kept["run_id"])
 
@@ -240,9 +242,9 @@ def test_select_kept_and_old_studies(tmp_path):
     with sqlite3.connect(store) as conn:
         conn.execute("DROP TABLE checkpoints")  # a study written before the table existed
     with Study.open(store, readonly=True) as study:
-        assert study.checkpoints().empty
+        assert list_checkpoints(study).empty
     with Study.open(store) as study:
-        assert prune_checkpoints(study, 1) == [] and study.checkpoints().empty
+        assert prune_checkpoints(study, 1) == [] and list_checkpoints(study).empty
     with pytest.raises(ConfigError, match="keep_checkpoints"):
         run_sweep(SweepSpec(tasks=("rte",), recipes=("devlin2019",), seeds=(1,)), store, keep_checkpoints=-1)
 

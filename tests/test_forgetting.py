@@ -241,14 +241,11 @@ def test_plot_and_wikitext_path(tmp_path, monkeypatch):
         wikitext_path("valid")
 
 
-def test_cli_writes_table_figure_and_settings(tiny_bert, texts, tmp_path, monkeypatch):
+def saved_run(tiny_bert, texts, tmp_path):
+    """A WikiText-like data folder and a failed run folder holding a checkpoint (RUN/final)."""
     import json
 
-    import typer
     from transformers import AutoModelForSequenceClassification
-    from typer.testing import CliRunner
-
-    from steadytune.cli import analyses as cli_analyses
 
     data = tmp_path / "data" / "wikitext-2"
     data.mkdir(parents=True)
@@ -260,6 +257,60 @@ def test_cli_writes_table_figure_and_settings(tiny_bert, texts, tmp_path, monkey
         model.bert.encoder.layer[1].output.dense.weight.mul_(3.0)
     model.save_pretrained(str(run / "final"))
     (run / "result.json").write_text(json.dumps({"metric": "acc", "failed": True, "metrics": {"final": {"acc": 0.5}}}))
+    return tmp_path / "data", run
+
+
+def test_forgetting_probe_returns_the_table_and_writes_the_files(tiny_bert, texts, tmp_path, monkeypatch):
+    import json
+
+    from steadytune.analyses.forgetting import ForgettingSettings, forgetting_probe
+
+    data, run = saved_run(tiny_bert, texts, tmp_path)
+    monkeypatch.setenv("STEADYTUNE_CACHE", str(tmp_path / "default-cache"))  # never the user's cache
+    seen = []
+    out = tmp_path / "out"
+    result = forgetting_probe([run / "final"], str(tiny_bert), out, ForgettingSettings(seq_len=SEQ, head_steps=3),
+                              data_dir=data, cache_dir=tmp_path / "cache", device="cpu",
+                              progress=lambda *args: seen.append(args))
+    assert result.files == [out / "forgetting.csv", out / "forgetting.png", out / "forgetting.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["forgetting.csv", "forgetting.json", "forgetting.png"]
+    table = result.table
+    assert list(result.tables) == ["forgetting"]
+    assert list(table.columns) == ["k", "embeddings", "perplexity", "n_tokens", "masked_tokens", "n_layers",
+                                   "mlm_head", "checkpoint", "model", "failed"]
+    assert table["k"].tolist() == [0, 1, 2, 2] and table["checkpoint"].eq(str(run / "final")).all()
+    pd.testing.assert_frame_equal(pd.read_csv(out / "forgetting.csv"), table)
+    record = json.loads((out / "forgetting.json").read_text())
+    assert {k: v for k, v in record.items() if k != "versions"} == json.loads(json.dumps(result.settings))
+    assert record["seq_len"] == SEQ and record["mlm_head"] == table["mlm_head"].iloc[0] and "torch" in record["versions"]
+    assert set(record["mlm_head_fit"]) == {"train_positions", "heldout_positions", "heldout_perplexity_start",
+                                           "heldout_perplexity"}
+    assert seen[0][1:] == (0, None) and (str(run / "final"), 4, 4) in seen  # the head, then the checkpoint
+    assert list((tmp_path / "cache" / "mlm-heads").glob("*.pt")) and not (tmp_path / "default-cache").exists()
+
+
+def test_forgetting_probe_checks_its_inputs_first(tiny_bert, tmp_path):
+    from steadytune.analyses.forgetting import ForgettingSettings, forgetting_probe
+
+    with pytest.raises(ValueError, match="seq_len must be >= 3"):
+        ForgettingSettings(seq_len=2)
+    with pytest.raises(ValueError, match="ks must be"):
+        ForgettingSettings(ks=(0, -1))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        forgetting_probe([tmp_path / "missing"], str(tiny_bert), tmp_path / "out", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="no fine-tuned checkpoint"):
+        forgetting_probe([], str(tiny_bert), tmp_path / "out", data_dir=tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_table_figure_and_settings(tiny_bert, texts, tmp_path, monkeypatch):
+    import typer
+    from typer.testing import CliRunner
+
+    from steadytune.cli import analyses as cli_analyses
+
+    saved_run(tiny_bert, texts, tmp_path)
+    run = tmp_path / "run"
     monkeypatch.setenv("STEADYTUNE_CACHE", str(tmp_path / "default-cache"))  # never the user's cache
     app = typer.Typer()
     app.command()(cli_analyses.forgetting)

@@ -79,3 +79,69 @@ def test_plots(runs, curves, tmp_path):
     assert fig.axes[0].get_xscale() == "log"
     assert sum(len(c.get_offsets()) for c in fig.axes[0].collections) == 3  # c has no loss
     fig.savefig(tmp_path / "b.png")
+
+
+def save_runs(runs: pd.DataFrame, curves: pd.DataFrame, root) -> list:
+    """Each row of ``runs`` as a run folder (result.json + curves.csv) named after its run_id."""
+    from steadytune.training.results import RunResult
+
+    folders = []
+    for row in runs.itertuples():
+        own = curves[curves["run_id"] == row.run_id].drop(columns="run_id").assign(epoch=0.0)
+        RunResult(task=row.task, recipe=row.recipe, seed=row.seed, model="tiny", config={}, metric=row.metric,
+                  metrics={"final": {row.metric: row.final}, "best": {}}, best_step=1, majority_baseline=0.5,
+                  failed=row.failed, failed_best=row.failed, status=row.status, error=None, steps=30, total_steps=30,
+                  warmup_steps=0, steps_per_epoch=10, wall_seconds=1.0, seeds={}, versions={}, data={},
+                  model_info={}, curves=own).save(root / row.run_id)
+        folders.append(root / row.run_id)
+    return folders
+
+
+def test_generalisation_probe_reads_run_folders_and_writes_both_tables(runs, curves, tmp_path):
+    import json
+
+    from steadytune.analyses.generalisation import generalisation_probe, load_tables
+
+    folders = save_runs(runs, curves, tmp_path / "runs")
+    stored_runs, _ = load_tables(folders)
+    assert stored_runs["run_id"].tolist() == ["a", "b", "c", "d"] and math.isnan(stored_runs["final"].iloc[2])
+    out = tmp_path / "out"
+    result = generalisation_probe(folders, out)
+    names = ["dev_over_training.csv", "dev_over_training.png", "dev_over_training.json",
+             "dev_vs_train_loss.csv", "dev_vs_train_loss.png", "dev_vs_train_loss.json"]
+    assert [p.name for p in result.files] == names and sorted(p.name for p in out.iterdir()) == sorted(names)
+    assert list(result.tables) == ["dev_over_training", "dev_vs_train_loss"]
+    expected = dev_over_training(runs, curves)
+    pd.testing.assert_frame_equal(result.table, expected, check_dtype=False)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "dev_over_training.csv"), expected, check_dtype=False)
+    versus = result.tables["dev_vs_train_loss"].set_index("run_id")
+    assert versus.loc["a", "train_loss"] == 1e-4 and math.isnan(versus.loc["c", "train_loss"])
+    record = json.loads((out / "dev_vs_train_loss.json").read_text())
+    assert record["sources"] == [str(f) for f in folders] and record["successful_only"] is True
+    everything = generalisation_probe(folders, tmp_path / "all", successful_only=False)
+    assert set(everything.table["run_id"]) == {"a", "b", "c", "d"}
+    with pytest.raises(FileNotFoundError, match="no such study file or run folder"):
+        generalisation_probe([tmp_path / "missing"], tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+
+
+def test_cli_writes_both_tables_and_names_a_bad_source(runs, curves, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from steadytune.cli import analyses as cli_analyses
+
+    folders = save_runs(runs, curves, tmp_path / "runs")
+    app = typer.Typer()
+    app.command()(cli_analyses.generalisation)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [*map(str, folders), "--out", str(out), "--all-runs"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(out / f"{name}.{ext}") for name in ("dev_over_training", "dev_vs_train_loss")
+                                     for ext in ("csv", "png", "json")]
+    assert set(pd.read_csv(out / "dev_over_training.csv")["run_id"]) == {"a", "b", "c", "d"}
+    (tmp_path / "notes.txt").write_text("not a study")
+    for bad in (tmp_path / "missing", tmp_path / "notes.txt"):
+        failed = CliRunner().invoke(app, [str(bad), "--out", str(tmp_path / "none")])
+        assert failed.exit_code == 2 and "error:" in failed.output and str(bad.name) in failed.output, failed.output
+    assert not (tmp_path / "none").exists()

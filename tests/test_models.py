@@ -2,13 +2,9 @@ import pytest
 import torch
 from torch import nn
 
+from steadytune.training.classifier import load_model
 from steadytune.training.mixout import MixLinear, apply_mixout
-from steadytune.training.models import (
-    ModelError,
-    load_model,
-    model_type_of,
-    resolve_for_model,
-)
+from steadytune.training.models import ModelError, model_type_of, resolve_for_model
 
 
 def _cfg(path, **over):
@@ -167,12 +163,12 @@ def test_config_naming_pickle_weights_is_refused(tiny_bert, tmp_path):
 
 
 def test_hub_model_without_safetensors_is_a_clear_error():
-    from steadytune.training.models import _load_error
+    from steadytune.training.models import model_load_error
 
     # what transformers raises for a hub repo with only pytorch_model.bin under use_safetensors=True
     exc = OSError("org/old does not appear to have a file named model.safetensors or model.safetensors.index.json "
                   "and thus cannot be loaded with `safetensors`. Please do not set `use_safetensors=True`.")
-    message = str(_load_error("org/old", exc))
+    message = str(model_load_error("org/old", exc))
     assert message.startswith("model 'org/old' on the Hugging Face Hub has no safetensors weights; steadytune "
                               "loads safetensors only")
     assert "do not set" not in message

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from steadytune.store.records import read_logs
 from steadytune.store.study import Study
 from steadytune.sweeps.driver import run_sweep
+from steadytune.sweeps.events import FinishEvent
 from steadytune.sweeps.spec import SweepSpec
 
 pytestmark = pytest.mark.ray
@@ -35,7 +37,7 @@ def test_ray_and_local_executors_give_identical_runs(local_ray, tiny_bert, tiny_
     events = []
     by_ray = run_sweep(spec, tmp_path / "ray.db", executor="ray", on_event=events.append)
     assert by_ray["finished"] + by_ray["diverged"] == 4 and by_ray["error"] == 0
-    assert sum(e["kind"] == "finish" for e in events) == 4
+    assert sum(isinstance(e, FinishEvent) for e in events) == 4
     by_local = run_sweep(spec, tmp_path / "local.db", executor="local")
     assert by_local["finished"] + by_local["diverged"] == 4
     ray_tables, local_tables = _tables(tmp_path / "ray.db"), _tables(tmp_path / "local.db")
@@ -44,6 +46,6 @@ def test_ray_and_local_executors_give_identical_runs(local_ray, tiny_bert, tiny_
     assert len(ray_tables[1]) > 0
     with Study.open(tmp_path / "ray.db", readonly=True) as study:
         run_id = ray_tables[0]["run_id"].iloc[0]
-        assert "start run" in study.logs(run_id)[0]
+        assert "start run" in read_logs(study, run_id)[0]
     again = run_sweep(spec, tmp_path / "ray.db", executor="ray")  # resume: nothing left to run
     assert again["to_run"] == 0

@@ -175,3 +175,64 @@ def test_cli_writes_surface_and_line(models, tiny_bert, tiny_glue, tmp_path):
     assert sorted(df["alpha"].unique()) == [-1.0, 0.0, 0.5, 1.0, 2.0]  # 0 and 1 always on the grid
     assert sorted(df["beta"].unique()) == [-0.5, 0.0, 0.5, 1.0, 1.5]
     assert (df["n_examples"] == 16).all()
+
+
+def test_surface_probe_returns_the_tables_and_writes_the_files(models, tiny_bert, tiny_glue, tmp_path):
+    import json
+
+    from steadytune.analyses.surface import SurfaceSettings, surface_probe
+
+    pretrained, failed, successful = models
+    failed.save_pretrained(str(tmp_path / "failed"))
+    successful.save_pretrained(str(tmp_path / "successful"))
+    before = state(pretrained, failed, successful)
+    seen = []
+    settings = SurfaceSettings(alpha_range=(-1.0, 2.0), resolution=3, max_examples=16, interpolate=3)
+    out = tmp_path / "out"
+    result = surface_probe(tmp_path / "failed", tmp_path / "successful", str(tiny_bert), out, settings,
+                           data_dir=tiny_glue, device="cpu", progress=lambda *args: seen.append(args))
+    assert state(pretrained, failed, successful) == before
+    assert [p.name for p in result.files] == ["surface.csv", "surface.png", "surface.json", "surface_acc.png",
+                                              "interpolation.csv", "interpolation.png", "interpolation.json"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in result.files)
+    assert list(result.tables) == ["surface", "interpolation"] and result.table is result.tables["surface"]
+    table = result.table
+    assert list(table.columns) == ["alpha", "beta", "loss", "acc", "n_examples", "head"]
+    assert sorted(table["alpha"].unique()) == settings.alphas == [-1.0, 0.0, 0.5, 1.0, 2.0]
+    assert settings.betas == [-0.5, 0.0, 0.5, 1.0, 1.5] and len(table) == 25 and (table["n_examples"] == 16).all()
+    assert table.set_index(["alpha", "beta"]).loc[(0.0, 0.0), "loss"] == pytest.approx(np.log(2), abs=1e-6)
+    line = result.tables["interpolation"]
+    assert line["t"].tolist() == [0.0, 0.5, 1.0]
+    at = table.set_index(["alpha", "beta"])  # the line's ends are the plane's corners (1, 0) and (0, 1)
+    assert line["loss"].iloc[0] == pytest.approx(at.loc[(1.0, 0.0), "loss"], abs=1e-6)
+    assert line["loss"].iloc[-1] == pytest.approx(at.loc[(0.0, 1.0), "loss"], abs=1e-6)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "surface.csv"), table)
+    record = json.loads((out / "surface.json").read_text())
+    assert record["n_examples"] == 16 and record["head"] == "zero" and record["alphas"] == settings.alphas
+    assert (seen[-1][0], seen[-1][1:]) == ("line", (3, 3)) and ("grid", 25, 25) in seen
+
+
+def test_surface_settings_are_checked():
+    from steadytune.analyses.surface import SurfaceSettings
+
+    with pytest.raises(ValueError, match="head="):
+        SurfaceSettings(head="random")
+    with pytest.raises(ValueError, match="batch_size"):
+        SurfaceSettings(batch_size=0)
+
+
+def test_cli_reports_bad_input_in_one_line(tiny_bert, tiny_glue, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from steadytune.cli import analyses as cli_analyses
+
+    app = typer.Typer()
+    app.command()(cli_analyses.surface)
+    common = ["--pretrained", str(tiny_bert), "--data-dir", str(tiny_glue), "--out", str(tmp_path / "out")]
+    missing = CliRunner().invoke(app, ["--failed", str(tmp_path / "none"), "--successful", str(tmp_path / "none"),
+                                       *common])
+    assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split()), missing.output
+    head = CliRunner().invoke(app, ["--failed", "x", "--successful", "y", "--head", "random", *common])
+    assert head.exit_code == 2 and "head='random'" in head.output, head.output
+    assert not (tmp_path / "out").exists()

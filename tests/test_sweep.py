@@ -23,8 +23,9 @@ from steadytune.data.tasks import DataError
 from steadytune.store.records import read_logs, read_result
 from steadytune.store.study import Study
 from steadytune.sweeps.driver import run_sweep
-from steadytune.sweeps.executors import execute_run
+from steadytune.sweeps.events import FinishEvent, PlanEvent
 from steadytune.sweeps.spec import SweepSpec, expand, parse_grid, parse_seeds
+from steadytune.sweeps.worker import execute_run
 from steadytune.training.models import ModelError
 
 FAST = {"threads": "1", "evals_per_epoch": "1"}
@@ -102,7 +103,7 @@ def test_cli_bad_seed_range_exits_2_without_a_file(tiny_bert, tiny_glue, tmp_pat
 @pytest.fixture()
 def counted(monkeypatch):
     """Count (and optionally break) calls of train_and_evaluate made by the executor."""
-    import steadytune.sweeps.executors as train  # where the executor looks the loop up
+    import steadytune.sweeps.worker as train  # where the executor looks the loop up
 
     real, calls, broken = train.train_and_evaluate, [], set()
 
@@ -122,7 +123,7 @@ def test_resume_skips_finished_runs(tiny_bert, tiny_glue, tmp_path, counted):
     events = []
     out = run_sweep(tiny_spec(tiny_bert, tiny_glue), store, on_event=events.append)
     assert (out["planned"], out["finished"] + out["diverged"], len(calls)) == (4, 4, 4)
-    assert [e["kind"] for e in events].count("finish") == 4 and events[0]["kind"] == "plan"
+    assert sum(isinstance(e, FinishEvent) for e in events) == 4 and isinstance(events[0], PlanEvent)
     again = run_sweep(tiny_spec(tiny_bert, tiny_glue), store)
     assert (again["done_before"], again["to_run"], len(calls)) == (4, 0, 4)
     more = run_sweep(tiny_spec(tiny_bert, tiny_glue, seeds=(1, 2, 3)), store)
@@ -169,6 +170,68 @@ def test_dry_run_writes_nothing(tiny_bert, tiny_glue, tmp_path):
     assert res.exit_code == 0, res.output
     assert "6 runs planned, 1 already done, 5 to run" in res.stdout
     assert hashlib.sha256(store.read_bytes()).hexdigest() == before
+
+
+def _tables(store: Path) -> list:
+    with Study.open(store, readonly=True) as study:
+        return [study.runs_table().drop(columns="wall_seconds").sort_values("run_id", ignore_index=True),
+                study.curves_table().sort_values(["run_id", "step", "split", "name"], ignore_index=True),
+                study.diagnostics_table().sort_values(["run_id", "step", "group", "name"], ignore_index=True)]
+
+
+def test_run_sweeps_from_python_does_what_the_cli_does(tiny_bert, tiny_glue, tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from steadytune.sweeps.driver import PlanGroup, SweepTotals, run_sweeps
+    from steadytune.sweeps.events import StartEvent, SweepsPlanEvent
+
+    by_cli = tmp_path / "cli.db"
+    res = CliRunner().invoke(app, [*_sweep_cmd(by_cli, tiny_bert, tiny_glue, "1-2")[3:], "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    specs = [tiny_spec(tiny_bert, tiny_glue, recipes=(recipe,)) for recipe in ("devlin2019", "mosbach2021")]
+    store = tmp_path / "python.db"
+    plan = run_sweeps(specs, store, workers=1, dry_run=True)
+    assert not store.exists()
+    groups = tuple(PlanGroup("rte", str(tiny_bert), recipe, "", 2, 0) for recipe in ("devlin2019", "mosbach2021"))
+    assert plan == SweepTotals(store=str(store), planned=4, done_before=0, to_run=4, dry_run=True, groups=groups)
+    events: list = []
+    totals = run_sweeps(specs, store, workers=1, on_event=events.append)
+    assert totals == SweepTotals(store=str(store), planned=4, done_before=0, to_run=4, finished=totals.finished,
+                                 diverged=totals.diverged)
+    assert totals.finished + totals.diverged == 4
+    assert (f"done: {totals.finished} finished, {totals.diverged} diverged, 0 errors (0 were already done)"
+            in res.output.splitlines())
+    for mine, theirs in zip(_tables(store), _tables(by_cli)):  # the same runs, the same numbers
+        pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
+    # the events are typed, frozen records, in order: all plans, then per spec its plan and runs
+    per_spec = [PlanEvent, StartEvent, FinishEvent, StartEvent, FinishEvent]
+    assert [type(e) for e in events] == [SweepsPlanEvent, *per_spec, *per_spec]
+    assert events[0] == SweepsPlanEvent(specs=2, planned=4, done_before=0, to_run=4, store=str(store))
+    assert events[1] == PlanEvent(planned=2, done_before=0, to_run=2, workers=1, store=str(store))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        events[0].planned = 5
+    finished = [e for e in events if isinstance(e, FinishEvent)]
+    assert [(e.recipe, e.seed) for e in finished] == [("devlin2019", 1), ("devlin2019", 2),
+                                                       ("mosbach2021", 1), ("mosbach2021", 2)]
+    assert [e.run_id for e in events if isinstance(e, StartEvent)] == [e.run_id for e in finished]
+    assert {e.run_id for e in finished} == set(_tables(store)[0]["run_id"])
+    assert all(e.status in ("finished", "diverged") and e.metric == "acc" for e in finished)
+    again = run_sweeps(specs, store, workers=1)  # resume: nothing left
+    assert (again.done_before, again.to_run, again.finished, again.checkpoints) == (4, 0, 0, None)
+
+
+def test_sigterm_raises_terminated_only_inside_the_block():
+    from steadytune.sweeps.interrupts import Terminated, sigterm_stops_like_ctrl_c
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated):
+        with sigterm_stops_like_ctrl_c():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here at the latest
+    assert issubclass(Terminated, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) == before
 
 
 # ------------------------------------------------------------------ subprocess tests
@@ -338,7 +401,7 @@ def test_auto_workers_pack_runs_per_gpu_and_stay_single_on_cpu(monkeypatch):
     import torch
 
     from steadytune.config.execution import Execution
-    from steadytune.sweeps.executors import RUNS_PER_GPU, auto_workers, uses_gpu
+    from steadytune.sweeps.local import RUNS_PER_GPU, auto_workers, uses_gpu
 
     cfgs = [Execution() for s in range(1, 41)]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -1,14 +1,33 @@
 """The training loop on tiny random models: outputs, reproducibility, divergence, schedule."""
 
+import hashlib
 import json
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
+import torch
 
+from steadytune.config.execution import Execution
+from steadytune.training.evaluation import Tracker
 from steadytune.training.loop import train_and_evaluate
 from steadytune.training.models import resolve_for_model
-from steadytune.training.results import RunResult, derive_seeds
+from steadytune.training.results import (
+    CURVE_COLUMNS,
+    DIAG_COLUMNS,
+    CurveRow,
+    DiagRow,
+    RunResult,
+    curve_rows,
+    curves_frame,
+    derive_seeds,
+    diag_rows,
+    diagnostics_frame,
+)
+from steadytune.training.runner import process_state_kept
+from steadytune.training.schedule import Schedule, eval_steps
 
 
 def _cfg(model, glue, **over):
@@ -147,3 +166,103 @@ def test_steadytune_run_leaves_threads_and_global_rng_as_they_were(tiny_bert, ti
     assert "threads" not in res.config and "device" not in res.config
     assert torch.get_num_threads() == 1
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+# --- refactoring guard ----------------------------------------------------------------
+# Pinned outputs of short tiny-BERT runs, recorded on the code before the loop was split
+# into set_up / train_step / evaluation (torch 2.x on CPU, one thread). They guard that a
+# refactoring leaves every bit of a run unchanged (tolerance 0); a torch or transformers
+# upgrade may legitimately change them: then re-record them, after checking on the old
+# version that the code itself did not change the numbers.
+GUARD_CASES = {
+    "devlin": (dict(task="rte", recipe="devlin2019", max_steps=6, evals_per_epoch=3, log_every=1, diag_every=2,
+                    lr=1e-3),
+               "a1d261eb99ad8f06", "414e31cc6370dfce", 1,
+               {"best": {"acc": 0.625, "loss": 0.6831144491831461},
+                "final": {"acc": 0.625, "loss": 0.6784559885660807}}),
+    "mosbach+llrd+reinit+mixout": (
+        dict(task="rte", recipe="mosbach2021+llrd+reinit", reinit_layers=1, mixout=0.1, max_steps=5,
+             evals_per_epoch=2, log_every=2, diag_every=1, lr=1e-3),
+        "ef2acb711a88b37c", "f8d7fc1f11830484", 1,
+        {"best": {"acc": 0.625, "loss": 0.6917955875396729},
+         "final": {"acc": 0.625, "loss": 0.6898700396219889}}),
+    "stsb": (dict(task="stsb", recipe="devlin2019", max_steps=4, evals_per_epoch=1, diag_every=3, lr=1e-3),
+             "f154ba6cd98c0cfd", "ab7237dbcc7ef276", 3,
+             {"best": {"corr": 0.21243039689853266, "loss": 8.751149495442709, "pearson": 0.2321431334274005,
+                       "spearmanr": 0.19271766036966484},
+              "final": {"corr": 0.06776055140770859, "loss": 8.64886728922526, "pearson": 0.05470401943458998,
+                        "spearmanr": 0.0808170833808272}}),
+}
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", sorted(GUARD_CASES))
+def test_refactoring_guard_same_bits_as_recorded(tiny_bert, tiny_glue, tmp_path, case):
+    over, curves, diagnostics, best_step, metrics = GUARD_CASES[case]
+    over = dict(over)
+    cfg = _cfg(tiny_bert, tiny_glue, **over)
+    with process_state_kept():
+        res = train_and_evaluate(cfg, tmp_path, execution=Execution(device="cpu", threads=1))
+    assert res.to_dict()["metrics"] == metrics  # exact: a refactoring guard, not a tolerance test
+    assert res.best_step == best_step
+    assert _digest(res.curves.to_csv(index=False)) == curves
+    assert _digest(res.diagnostics.to_csv(index=False)) == diagnostics
+    assert _digest((tmp_path / "curves.csv").read_text()) == curves  # the file format is the same too
+    assert _digest((tmp_path / "diagnostics.csv").read_text()) == diagnostics
+
+
+# --- rows, schedule, tracker ------------------------------------------------------------
+
+
+def test_curves_and_diagnostics_are_tables_of_the_typed_rows(tiny_bert, tiny_glue):
+    res = train_and_evaluate(_cfg(tiny_bert, tiny_glue, diag_every=3), None)
+    assert list(res.curves.columns) == CURVE_COLUMNS == ["step", "epoch", "split", "name", "value"]
+    assert list(res.diagnostics.columns) == DIAG_COLUMNS == ["step", "group", "name", "value"]
+    rows = curve_rows(res.curves)
+    assert rows and all(type(r) is CurveRow for r in rows)
+    assert rows[0] == CurveRow(0, 0.0, "dev", "acc", res.curves.value.iloc[0])
+    pd.testing.assert_frame_equal(curves_frame(rows), res.curves)
+    diags = diag_rows(res.diagnostics)
+    assert diags and all(type(r) is DiagRow for r in diags) and isinstance(diags[0].step, int)
+    pd.testing.assert_frame_equal(diagnostics_frame(diags), res.diagnostics)
+    assert curve_rows(None) == [] and diag_rows(pd.DataFrame()) == []
+    empty = diagnostics_frame([])
+    assert list(empty.columns) == DIAG_COLUMNS and str(empty.step.dtype) == "int64"
+
+
+def test_schedule_counts_steps_logs_and_evaluations_as_the_paper_code():
+    cfg = resolve_for_model(model="minilm", overrides={"batch_size": 16, "epochs": 2, "warmup_ratio": 0.1,
+                                                         "log_every": 4, "evals_per_epoch": 3})
+    plan = Schedule.of(cfg, n_train=100)  # ceil(100 / 16) = 7 steps per epoch
+    assert (plan.steps_per_epoch, plan.total, plan.warmup) == (7, 14, 1)
+    assert plan.eval_at == {0, 2, 4, 6, 7, 8, 10, 12, 14}  # every 7 // 3 = 2 steps and each epoch end
+    assert [plan.losses_to_log(s) for s in (1, 4, 8, 13, 14)] == [0, 4, 4, 0, 2]  # the last step logs 14 % 4
+    assert plan.epoch_at(1, 10) == pytest.approx(1 + 3 / 7)
+    assert eval_steps(7, 14, 0) == {0, 14}
+
+
+def test_tracker_best_is_strictly_better_and_step0_counts():
+    model = torch.nn.Linear(2, 2)
+    tracker = Tracker("acc", keep_best_state=True)
+    tracker.record_eval({"acc": 0.5, "loss": 1.0}, 0, 0.0, model)
+    tracker.record_eval({"acc": 0.5, "loss": 0.9}, 1, 0.5, model)  # a tie: step 0 stays best
+    tracker.record_eval({"acc": float("nan"), "loss": 0.8}, 2, 1.0, model)  # NaN never wins
+    assert tracker.best_step == 0 and tracker.best == {"acc": 0.5, "loss": 1.0}
+    assert tracker.final["loss"] == 0.8 and math.isnan(tracker.final["acc"])
+    tracker.record_eval({"acc": 0.75, "loss": 0.7}, 3, 1.5, model)
+    assert tracker.best_step == 3 and set(tracker.best_state) == {"weight", "bias"}
+    tracker.add(3, 1.5, "train", {"loss": 0.6, "lr": 1e-5})
+    assert tracker.rows[-1] == CurveRow(3, 1.5, "train", "lr", 1e-5)
+    tracker.mark_diverged()
+    assert all(math.isnan(v) for v in tracker.final.values())
+    assert list(tracker.curves().columns) == CURVE_COLUMNS and len(tracker.curves()) == 10
+
+
+def test_results_and_metrics_import_without_torch():
+    code = ("import sys, steadytune.training.results, steadytune.training.metrics; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]  # the store and the report read results without them

@@ -39,11 +39,16 @@ PUBLIC: dict[str, str] = {
     "SweepSpec": "steadytune.sweeps.spec",
     "expand": "steadytune.sweeps.spec",
     "run_sweep": "steadytune.sweeps.driver",
+    "run_sweeps": "steadytune.sweeps.driver",
+    "SweepTotals": "steadytune.sweeps.driver",
     "experiment_specs": "steadytune.sweeps.experiments",
     # analyses
     "summarize": "steadytune.analyses.stats",
     "compare_recipes": "steadytune.analyses.stats",
     "expected_max_curve": "steadytune.analyses.stats",
+    "forgetting_probe": "steadytune.analyses.forgetting",
+    "surface_probe": "steadytune.analyses.surface",
+    "generalisation_probe": "steadytune.analyses.generalisation",
     # report
     "write_report": "steadytune.report.html",
 }

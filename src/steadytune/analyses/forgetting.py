@@ -4,13 +4,16 @@
 encoder whose top ``k`` transformer blocks are replaced by their pre-trained weights,
 for k = 0 (fully fine-tuned) ... L (all blocks pre-trained). The swap happens in a
 parameter dict passed to ``torch.func.functional_call``: the caller's models are never
-modified. The protocol (chunking, masking, heads) is documented in docs/analyses.md;
-the text handling lives in :mod:`steadytune.mlmtext`, the MLM heads in
-:mod:`steadytune.mlmhead` (both re-exported here).
+modified. ``forgetting_probe`` does the whole analysis of saved checkpoints (what
+``steadytune forgetting`` runs). The protocol (chunking, masking, heads) is documented
+in docs/analyses.md; the text handling lives in :mod:`steadytune.analyses.mlmtext`, the
+MLM heads in :mod:`steadytune.analyses.mlmhead`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -18,21 +21,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from steadytune.analyses.mlmhead import (
-    FittedMLMHead,
-    PretrainedMLMHead,
-    default_cache_dir,
-    fit_mlm_head,
-    get_mlm_head,
-    load_pretrained_mlm_head,
+from steadytune.analyses.loading import (
+    SAVE_HINT,
+    checkpoint_run_info,
+    default_data_dir,
+    load_classifier,
+    load_encoder,
+    select_device,
 )
-from steadytune.analyses.mlmtext import (
-    load_wikitext,
-    make_blocks,
-    mask_blocks,
-    wikitext_path,
-)
+from steadytune.analyses.mlmhead import get_mlm_head
+from steadytune.analyses.mlmtext import load_wikitext, make_blocks, mask_blocks
 from steadytune.analyses.mlmtext import run_encoder as _run_encoder
+from steadytune.analyses.outputs import ProbeResult, StageProgress, stage, write_outputs
+from steadytune.training.models import encoder_layers, load_tokenizer
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
 
@@ -107,8 +108,6 @@ def mlm_perplexity(encoder_model: nn.Module, mlm_head: nn.Module, tokenizer: Any
 
 def _layer_prefixes(encoder: nn.Module) -> list[str]:
     """Parameter-name prefixes (``encoder.layer.3.``) of the transformer blocks, bottom to top."""
-    from steadytune.training.models import encoder_layers
-
     names = {id(module): name for name, module in encoder.named_modules()}
     return [names[id(layer)] + "." for layer in encoder_layers(encoder)]
 
@@ -196,7 +195,6 @@ def forgetting_curve(finetuned: nn.Module, pretrained: nn.Module, mlm_head: nn.M
     return pd.DataFrame(rows)
 
 
-
 def plot_forgetting(df: pd.DataFrame, label: str = "model", reference: float | None = None) -> Figure:
     """Perplexity against k, one line per ``label`` value (log y); returns a matplotlib Figure.
 
@@ -220,6 +218,131 @@ def plot_forgetting(df: pd.DataFrame, label: str = "model", reference: float | N
     return fig
 
 
+# ----------------------------------------------------------------------------- the probe
+
+
+@dataclass(frozen=True)
+class ForgettingSettings:
+    """What :func:`forgetting_probe` computes; the defaults are the CLI's."""
+
+    max_tokens: int | None = None
+    """Evaluate only the first N tokens of WikiText-2 test (None: all of it)."""
+    seed: int = 0
+    """Masking seed, also of the fitted MLM head."""
+    ks: tuple[int, ...] | None = None
+    """Numbers of top layers to reset to pre-trained weights (None: 0 ... L)."""
+    swap_embeddings: bool = True
+    """Add the row k = L with the embeddings swapped too (= the pre-trained encoder)."""
+    seq_len: int = 128
+    """Tokens per block, [CLS] and [SEP] included."""
+    batch_size: int = 32
+    """Blocks per forward pass."""
+    head_steps: int = 300
+    """Steps to fit an MLM head if the pre-trained checkpoint has none."""
+    head_tokens: int = 100_000
+    """WikiText-2 valid tokens used to fit that head."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("seq_len", 3), ("batch_size", 1), ("head_steps", 0), ("head_tokens", 1)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} must be >= {low}, got {getattr(self, name)}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1 or None, got {self.max_tokens}")
+        if self.ks is not None and any(k < 0 for k in self.ks):
+            raise ValueError(f"ks must be layer counts >= 0, got {list(self.ks)}")
+
+
+def forgetting_probe(finetuned: Sequence[str | Path], pretrained: str = "minilm",
+                     out: str | Path = "runs/forgetting", settings: ForgettingSettings | None = None, *,
+                     data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                     device: str | torch.device = "auto", threads: int = 0,
+                     progress: StageProgress | None = None) -> ProbeResult:
+    """The forgetting probe (paper Fig. 2) of saved checkpoints, written to ``out``.
+
+    Gets the MLM head (:func:`get_mlm_head`: the pre-trained one, else one fitted on
+    WikiText-2 valid), runs :func:`forgetting_curve` on WikiText-2 test for every
+    checkpoint and writes ``forgetting.csv``, ``.png`` and ``.json`` (settings, the
+    head's source and fit statistics, package versions).
+
+    Args:
+        finetuned: fine-tuned checkpoint folders (``save_pretrained`` output, e.g. RUN/final);
+            a ``result.json`` in the folder or its parent labels the curve.
+        pretrained: the pre-trained model: hub id, path or ``minilm``.
+        out: output folder (created).
+        settings: what to compute (default :class:`ForgettingSettings`).
+        data_dir: folder holding ``wikitext-2/`` (default :func:`default_data_dir`).
+        cache_dir: cache of fitted heads (default :func:`default_cache_dir`).
+        device, threads: see :func:`select_device`.
+        progress: called as ``progress(stage, done, total)``; stages are the MLM head and
+            each checkpoint.
+
+    Returns:
+        ``tables["forgetting"]``: :func:`forgetting_curve`'s rows plus ``checkpoint, model,
+        failed``, for every checkpoint; ``files``: the three paths.
+
+    Raises:
+        FileNotFoundError: a checkpoint folder or a WikiText-2 file is missing.
+        ModelError: a model cannot be loaded.
+        ValueError: no checkpoint, invalid settings, or texts too short.
+    """
+    settings = settings or ForgettingSettings()
+    paths = [Path(p) for p in finetuned]
+    _check_checkpoints(paths)
+    dev = select_device(device, threads)
+    data = data_dir or default_data_dir()
+    texts = load_wikitext("test", data)
+    tokenizer = load_tokenizer(pretrained)
+    base = load_encoder(pretrained, dev)
+    head = _probe_head(pretrained, base, tokenizer, load_wikitext("valid", data), settings, cache_dir, progress)
+    table = pd.concat([_checkpoint_curve(path, base, head, tokenizer, texts, settings, dev, progress)
+                       for path in paths], ignore_index=True)
+    full = table.loc[table["embeddings"] == "pretrained", "perplexity"]
+    fig = plot_forgetting(table, label="model", reference=float(full.iloc[0]) if len(full) else None)
+    record = _record(paths, pretrained, settings, head)
+    return ProbeResult({"forgetting": table}, write_outputs(out, "forgetting", table, fig, record), record)
+
+
+def _record(paths: Sequence[Path], pretrained: str, settings: ForgettingSettings, head: nn.Module) -> dict[str, Any]:
+    """What forgetting.json records (besides the package versions)."""
+    return {"analysis": "forgetting", "finetuned": [str(p) for p in paths], "pretrained": pretrained,
+            "wikitext": "test", "max_tokens": settings.max_tokens, "seed": settings.seed,
+            "seq_len": settings.seq_len, "mask_prob": 0.15, "mlm_head": str(getattr(head, "source", "")),
+            "mlm_head_fit": getattr(head, "fit_stats", None), "head_steps": settings.head_steps,
+            "head_tokens": settings.head_tokens}
+
+
+def _check_checkpoints(paths: Sequence[Path]) -> None:
+    """Fail before the slow part: every checkpoint folder must exist."""
+    if not paths:
+        raise ValueError("no fine-tuned checkpoint given")
+    for path in paths:
+        if not path.is_dir():
+            raise FileNotFoundError(f"checkpoint directory {path} does not exist {SAVE_HINT}")
+
+
+def _probe_head(pretrained: str, base: nn.Module, tokenizer: Any, fit_texts: Sequence[str],
+                settings: ForgettingSettings, cache_dir: str | Path | None,
+                progress: StageProgress | None) -> nn.Module:
+    name = "MLM head (the pre-trained one, else fitted on WikiText-2 valid)"
+    if progress is not None:
+        progress(name, 0, None)
+    head = get_mlm_head(pretrained, base, tokenizer, fit_texts, steps=settings.head_steps, seed=settings.seed,
+                        cache_dir=cache_dir, max_tokens=settings.head_tokens, seq_len=settings.seq_len)
+    if progress is not None:
+        progress(name, 1, 1)
+    return head
+
+
+def _checkpoint_curve(path: Path, base: nn.Module, head: nn.Module, tokenizer: Any, texts: Sequence[str],
+                      settings: ForgettingSettings, device: torch.device,
+                      progress: StageProgress | None) -> pd.DataFrame:
+    model = load_classifier(path, device)
+    df = forgetting_curve(model, base, head, tokenizer, texts, settings.ks, seed=settings.seed,
+                          seq_len=settings.seq_len, batch_size=settings.batch_size, max_tokens=settings.max_tokens,
+                          swap_embeddings=settings.swap_embeddings, progress=stage(progress, str(path)))
+    return df.assign(checkpoint=str(path), **checkpoint_run_info(path))
+
+
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     from steadytune.analyses.figures import (
         new_figure,  # matplotlib is imported only when plotting
@@ -228,6 +351,5 @@ def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     return new_figure(width, height)
 
 
-__all__ = ["forgetting_curve", "mlm_perplexity", "swapped_params", "make_blocks", "mask_blocks",
-           "load_wikitext", "wikitext_path", "fit_mlm_head", "get_mlm_head", "load_pretrained_mlm_head",
-           "FittedMLMHead", "PretrainedMLMHead", "plot_forgetting", "default_cache_dir"]
+__all__ = ["ForgettingSettings", "forgetting_curve", "forgetting_probe", "mlm_perplexity", "plot_forgetting",
+           "swapped_params"]

@@ -1,6 +1,8 @@
 """Generalisation (paper Fig. 8): dev metric over training and against final training loss.
 
-Pure functions over stored tables; nothing here loads a model. The inputs are
+Pure functions over stored tables; nothing here loads a model. ``generalisation_probe``
+reads the tables of stored runs (:func:`load_tables`) and writes both analyses (what
+``steadytune generalisation`` runs). The inputs are
 
 * ``runs``: one row per run with ``run_id, task, recipe, seed, metric, final, failed, status``
   (``metric`` names the run's dev metric, ``final`` its final-checkpoint value);
@@ -11,9 +13,14 @@ Pure functions over stored tables; nothing here loads a model. The inputs are
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
+
+from steadytune.analyses.outputs import ProbeResult, write_outputs
+from steadytune.store.study import Study
+from steadytune.training.results import RunResult
 
 RUN_COLUMNS = ("run_id", "task", "recipe", "seed", "metric", "final", "failed", "status")
 CURVE_COLUMNS = ("run_id", "step", "split", "name", "value")
@@ -116,6 +123,73 @@ def plot_dev_vs_train_loss(df: pd.DataFrame) -> Figure:
     return fig
 
 
+# ----------------------------------------------------------------------------- the probe
+
+
+def load_tables(sources: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The runs and curves tables of study files and/or run folders (``result.json`` + ``curves.csv``).
+
+    A run folder's ``run_id`` is its name, or its whole path where two sources share a name.
+
+    Returns:
+        ``(runs, curves)`` with the columns of :data:`RUN_COLUMNS` and :data:`CURVE_COLUMNS`.
+
+    Raises:
+        FileNotFoundError: a source does not exist, or a run folder has no ``result.json``.
+        StoreError: a file is not a steadytune study.
+        ValueError: no source given.
+    """
+    if not sources:
+        raise ValueError("no study file or run folder given")
+    runs, curves = [], []
+    names = [Path(s).name for s in sources]
+    for source in map(Path, sources):
+        if not source.exists():
+            raise FileNotFoundError(f"{source}: no such study file or run folder")
+        if source.is_dir():
+            result = RunResult.load(source)
+            run_id = source.name if names.count(source.name) == 1 else str(source)  # short legend labels
+            runs.append(pd.DataFrame([{"run_id": run_id, "task": result.task, "recipe": result.recipe,
+                                       "seed": result.seed, "metric": result.metric, "final": result.final,
+                                       "failed": result.failed, "status": result.status}]))
+            curves.append(result.curves.assign(run_id=run_id))
+        else:
+            with Study.open(source, readonly=True) as study:
+                runs.append(study.runs_table())
+                curves.append(study.curves_table())
+    return pd.concat(runs, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+
+def generalisation_probe(sources: Sequence[str | Path], out: str | Path = "runs/generalisation", *,
+                         successful_only: bool = True) -> ProbeResult:
+    """Fig. 8 of stored runs: :func:`dev_over_training` and :func:`dev_vs_train_loss`, written to ``out``.
+
+    Writes ``dev_over_training.csv``, ``.png``, ``.json`` and ``dev_vs_train_loss.csv``,
+    ``.png``, ``.json``. Loads no model.
+
+    Args:
+        sources: study files and/or run folders (see :func:`load_tables`).
+        out: output folder (created).
+        successful_only: dev curves of successful runs only (False: of failed runs too).
+
+    Returns:
+        ``tables["dev_over_training"]`` and ``tables["dev_vs_train_loss"]``; ``files``: the six paths.
+
+    Raises:
+        FileNotFoundError, StoreError: a source cannot be read (see :func:`load_tables`).
+        ValueError: no source, or the stored tables lack a column.
+    """
+    runs, curves = load_tables(sources)
+    tables = {"dev_over_training": dev_over_training(runs, curves, successful_only=successful_only),
+              "dev_vs_train_loss": dev_vs_train_loss(runs, curves)}
+    record = {"analysis": "generalisation", "sources": [str(s) for s in sources], "successful_only": successful_only}
+    files = write_outputs(out, "dev_over_training", tables["dev_over_training"],
+                          plot_dev_over_training(tables["dev_over_training"]), record)
+    files += write_outputs(out, "dev_vs_train_loss", tables["dev_vs_train_loss"],
+                           plot_dev_vs_train_loss(tables["dev_vs_train_loss"]), record)
+    return ProbeResult(tables, files, record)
+
+
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     from steadytune.analyses.figures import (
         new_figure,  # matplotlib is imported only when plotting
@@ -124,5 +198,5 @@ def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     return new_figure(width, height)
 
 
-__all__ = ["dev_over_training", "dev_vs_train_loss", "plot_dev_over_training", "plot_dev_vs_train_loss",
-           "RUN_COLUMNS", "CURVE_COLUMNS"]
+__all__ = ["dev_over_training", "dev_vs_train_loss", "generalisation_probe", "load_tables", "plot_dev_over_training",
+           "plot_dev_vs_train_loss", "RUN_COLUMNS", "CURVE_COLUMNS"]

@@ -1,8 +1,8 @@
 """MLM heads for the forgetting probe: the pre-trained checkpoint's own, or one fitted on a
 frozen pre-trained encoder (for checkpoints without one, like the packaged MiniLM).
 
-Split out of :mod:`steadytune.forgetting`, which re-exports every public name; the protocol
-(tied decoder, identity/unigram start, WikiText-2 valid, cache) is in docs/analyses.md.
+Used by :mod:`steadytune.analyses.forgetting`; the protocol (tied decoder, identity/unigram
+start, WikiText-2 valid, cache) is in docs/analyses.md.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from steadytune.analyses.loading import from_pretrained_quietly
 from steadytune.analyses.mlmtext import make_blocks, mask_blocks
 from steadytune.analyses.mlmtext import run_encoder as _run_encoder
 
@@ -68,27 +69,10 @@ def load_pretrained_mlm_head(model: str) -> PretrainedMLMHead | None:
     Raises:
         ModelError: the checkpoint cannot be loaded.
     """
+    # transformers is heavy: imported when a model is read, not with the module
     from transformers import AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
 
-    from steadytune.training.models import (
-        _load_error,
-        require_safetensors,
-        resolve_model_path,
-    )
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        require_safetensors(resolve_model_path(model))
-        mlm, info = AutoModelForMaskedLM.from_pretrained(resolve_model_path(model), output_loading_info=True,
-                                                         use_safetensors=True)
-    except Exception as exc:
-        raise _load_error(model, exc) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
+    mlm, info = from_pretrained_quietly(AutoModelForMaskedLM, model, output_loading_info=True)
     base = mlm.base_model
     heads = [(name, child) for name, child in mlm.named_children()
              if child is not base and any(True for _ in child.parameters())]
@@ -122,19 +106,17 @@ def fit_mlm_head(pretrained_encoder: nn.Module, tokenizer: Any, texts: Sequence[
     The first ``max_tokens`` tokens of ``texts`` are masked as in :func:`mask_blocks`
     (seed ``seed``) and run once through the frozen encoder; the last 10% of those blocks
     are held out. The head starts as ``LN(gelu(h)) @ E.T + log unigram`` (dense = identity,
-    bias = log frequencies of all tokens of ``texts`` outside the held-out blocks) and is
-    trained with Adam (constant ``lr``) on random batches of ``batch_size`` masked
-    positions for ``steps`` steps. ``head.fit_stats`` records the held-out perplexity of
-    the unigram start and of the fitted head. The result is cached in ``cache_dir``
-    (default :func:`default_cache_dir`) under a key made of the encoder's weights, the
-    texts and every setting, so a repeated call loads it.
+    bias = log frequencies of the tokens outside the held-out blocks) and is trained with
+    Adam (constant ``lr``) on random batches of ``batch_size`` masked positions for
+    ``steps`` steps. ``head.fit_stats`` records the held-out perplexity of the start and
+    of the fitted head. The head is cached in ``cache_dir`` (default
+    :func:`default_cache_dir`) under a key of the encoder's weights, the texts and every
+    setting, so a repeated call loads it.
 
     Args:
         pretrained_encoder: the pre-trained model (its ``base_model`` is used, frozen).
-        tokenizer: its tokenizer.
-        texts: text to fit on; use WikiText-2 *valid*, never the test split.
-        steps: optimiser steps.
-        seed: seed of the masking and of the batch order.
+        tokenizer, texts: its tokenizer; the text to fit on (WikiText-2 *valid*, never test).
+        steps, seed: optimiser steps; seed of the masking and of the batch order.
         text_name: how the texts are named in the head's ``source``.
 
     Returns:
@@ -147,44 +129,69 @@ def fit_mlm_head(pretrained_encoder: nn.Module, tokenizer: Any, texts: Sequence[
     settings = dict(version=HEAD_VERSION, steps=steps, seed=seed, seq_len=seq_len, mask_prob=mask_prob,
                     max_tokens=max_tokens, batch_size=batch_size, lr=lr,
                     texts=hashlib.sha256("".join(texts).encode()).hexdigest(), encoder=_fingerprint(encoder))
-    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    path = path / "mlm-heads" / f"{key}.pt"
-    embeddings = encoder.get_input_embeddings().weight
+    path = _cache_file(settings, cache_dir)
     eps = float(getattr(getattr(pretrained_encoder, "config", None), "layer_norm_eps", 1e-12))
+    embeddings = encoder.get_input_embeddings().weight
     head = FittedMLMHead(embeddings, eps, f"fitted on frozen encoder ({text_name}, {steps} steps)")
     if use_cache and path.is_file():
-        saved = torch.load(path, weights_only=True)
-        head.load_state_dict(saved["state"])
-        head.fit_stats = saved["stats"]
-        return head.to(embeddings.device).eval().requires_grad_(False)
+        return _load_cached(head, path).to(embeddings.device).eval().requires_grad_(False)
+    train, held, counts = _fitting_data(encoder, tokenizer, texts, seq_len, mask_prob, seed, max_tokens)
+    _start_from_unigram(head, counts)
+    head.to(train[0].device)
+    start = _head_perplexity(head, *held)
+    _train_head(head, *train, steps, seed, batch_size, lr)
+    head.fit_stats = {"train_positions": len(train[1]), "heldout_positions": len(held[1]),
+                      "heldout_perplexity_start": start, "heldout_perplexity": _head_perplexity(head, *held)}
+    if use_cache:
+        _save_cached(head, settings, path)
+    return head.eval().requires_grad_(False)
 
+
+def _cache_file(settings: dict[str, Any], cache_dir: str | Path | None) -> Path:
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / "mlm-heads" / f"{key}.pt"
+
+
+def _load_cached(head: FittedMLMHead, path: Path) -> FittedMLMHead:
+    saved = torch.load(path, weights_only=True)
+    head.load_state_dict(saved["state"])
+    head.fit_stats = saved["stats"]
+    return head
+
+
+def _save_cached(head: FittedMLMHead, settings: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state": head.state_dict(), "stats": head.fit_stats, "settings": settings}, tmp)
+    tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+
+
+Features = tuple[torch.Tensor, torch.Tensor]
+
+
+def _fitting_data(encoder: nn.Module, tokenizer: Any, texts: Sequence[str], seq_len: int, mask_prob: float,
+                  seed: int, max_tokens: int | None) -> tuple[Features, Features, torch.Tensor]:
+    """Frozen features and targets of the training and held-out blocks, and the unigram token counts."""
     blocks = make_blocks(tokenizer, texts, seq_len)
     n_fit = len(blocks) if max_tokens is None else min(len(blocks), int(max_tokens) // (seq_len - 2))
     if n_fit < 10:
         raise ValueError(f"fitting an MLM head needs at least 10 blocks of {seq_len} tokens; got {n_fit}")
     n_train = n_fit - max(1, n_fit // 10)
     inputs, labels = mask_blocks(blocks[:n_fit], tokenizer, mask_prob, seed)
-    hidden, targets = _frozen_features(encoder, inputs[:n_train], labels[:n_train])
-    held_hidden, held_targets = _frozen_features(encoder, inputs[n_train:], labels[n_train:])
+    train = _frozen_features(encoder, inputs[:n_train], labels[:n_train])
+    held = _frozen_features(encoder, inputs[n_train:], labels[n_train:])
+    vocab = encoder.get_input_embeddings().weight.shape[0]
     counted = np.concatenate([blocks[:n_train, 1:-1].ravel(), blocks[n_fit:, 1:-1].ravel()])
-    counts = torch.from_numpy(np.bincount(counted, minlength=embeddings.shape[0])[: embeddings.shape[0]])
-    with torch.no_grad():
-        head.dense.weight.copy_(torch.eye(embeddings.shape[1]))
-        head.dense.bias.zero_()
-        head.bias.copy_(torch.log((counts.double() + 0.5) / (counts.sum() + 0.5 * len(counts))).float())
-    head.to(hidden.device)
-    start = _head_perplexity(head, held_hidden, held_targets)
-    _train_head(head, hidden, targets, steps, seed, batch_size, lr)
-    head.fit_stats = {"train_positions": len(targets), "heldout_positions": len(held_targets),
-                      "heldout_perplexity_start": start,
-                      "heldout_perplexity": _head_perplexity(head, held_hidden, held_targets)}
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"state": head.state_dict(), "stats": head.fit_stats, "settings": settings}, tmp)
-        tmp.replace(path)
-    return head.eval().requires_grad_(False)
+    return train, held, torch.from_numpy(np.bincount(counted, minlength=vocab)[:vocab])
+
+
+@torch.no_grad()
+def _start_from_unigram(head: FittedMLMHead, counts: torch.Tensor) -> None:
+    """dense = identity, bias = log of the (add-½ smoothed) unigram frequencies."""
+    head.dense.weight.copy_(torch.eye(head.dense.in_features))
+    head.dense.bias.zero_()
+    head.bias.copy_(torch.log((counts.double() + 0.5) / (counts.sum() + 0.5 * len(counts))).float())
 
 
 @torch.no_grad()

@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from steadytune.analyses.loading import shared_data_candidates
+
 
 def wikitext_path(split: str = "test", data_dir: str | Path | None = None) -> Path:
     """``<data>/wikitext-2/<split>.txt``; data dir from ``data_dir``, ``$STEADYTUNE_DATA``
@@ -25,8 +27,7 @@ def wikitext_path(split: str = "test", data_dir: str | Path | None = None) -> Pa
     if split not in ("test", "valid"):
         raise ValueError(f"WikiText-2 split {split!r}; use 'test' or 'valid' (train is not shipped)")
     given = data_dir or os.environ.get("STEADYTUNE_DATA")
-    roots = [Path(given).expanduser()] if given else [
-        Path.cwd().parent / "shared" / "data", Path(__file__).resolve().parents[3] / "shared" / "data"]
+    roots = [Path(given).expanduser()] if given else shared_data_candidates()
     for root in roots:
         for candidate in (root / "wikitext-2" / f"{split}.txt", root / f"{split}.txt"):
             if candidate.is_file():
@@ -59,7 +60,9 @@ def make_blocks(tokenizer: Any, texts: Sequence[str], seq_len: int = 128,
     Returns:
         int64 array of shape (n_blocks, seq_len).
     """
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import (
+        logging as hf_logging,  # transformers is heavy: imported when a model is read
+    )
 
     if seq_len < 3:
         raise ValueError(f"seq_len must be >= 3, got {seq_len}")

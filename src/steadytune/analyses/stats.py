@@ -249,6 +249,13 @@ def _describe(v: np.ndarray, suffix: str) -> dict[str, float]:
     return out
 
 
+SUMMARY_COLUMNS = [*GROUP_KEYS, "metric", "n", "n_failed", "failed_rate", "failed_ci_low",
+                   "failed_ci_high", "std", "mean", "median", "max", "min", "mean_ci_low",
+                   "mean_ci_high", "n_ok", "std_ok", "mean_ok", "median_ok", "max_ok",
+                   "baseline", "n_stuck", "n_best_untrained"]
+"""The columns of :func:`summarize`, in order."""
+
+
 def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -> pd.DataFrame:
     """One row of seed-sweep statistics per (task, model, recipe, grid).
 
@@ -274,35 +281,34 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
             seeds, or a metric/baseline that varies within a group.
     """
     df = _checked(runs, which)
-    rows = []
-    for keys, g in df.groupby(GROUP_KEYS, sort=True, dropna=False):
-        baseline = float(_single(g, "baseline"))
-        v = g["value"].to_numpy(dtype=np.float64)
-        failed = failed_mask(v, baseline)
-        n, n_failed = int(v.size), int(failed.sum())
-        ci_f = wilson_interval(n_failed, n)
-        finite = v[~np.isnan(v)]
-        ci_m = bootstrap_ci(finite, random_state=random_state)
-        ok = _describe(v[~failed], "_ok")
-        ok.pop("min_ok")
-        stuck = (stuck_mask(g["train_loss"], g["label_entropy"]) if {"train_loss", "label_entropy"} <= set(g)
-                 else np.full(n, np.nan))
-        rows.append({
-            **dict(zip(GROUP_KEYS, keys)), "metric": _single(g, "metric"),
-            "n": n, "n_failed": n_failed, "failed_rate": n_failed / n,
-            "failed_ci_low": ci_f[0], "failed_ci_high": ci_f[1],
-            **_describe(finite, ""),
-            "mean_ci_low": 100.0 * ci_m[0], "mean_ci_high": 100.0 * ci_m[1],
-            **ok, "baseline": 100.0 * baseline,
-            "n_stuck": float(np.nansum(stuck)) if np.isfinite(stuck).any() else np.nan,
-            "n_best_untrained": (float((g["best_step"] == 0).sum()) if "best_step" in g and g["best_step"].notna().any()
-                                 else np.nan),
-        })
-    columns = [*GROUP_KEYS, "metric", "n", "n_failed", "failed_rate", "failed_ci_low",
-               "failed_ci_high", "std", "mean", "median", "max", "min", "mean_ci_low",
-               "mean_ci_high", "n_ok", "std_ok", "mean_ok", "median_ok", "max_ok",
-               "baseline", "n_stuck", "n_best_untrained"]
-    return pd.DataFrame(rows, columns=columns)
+    rows = [_summary_row(keys, g, random_state) for keys, g in df.groupby(GROUP_KEYS, sort=True, dropna=False)]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _summary_row(keys: tuple, g: pd.DataFrame, random_state: int) -> dict[str, object]:
+    """One group's row of :func:`summarize`."""
+    baseline = float(_single(g, "baseline"))
+    v = g["value"].to_numpy(dtype=np.float64)
+    failed = failed_mask(v, baseline)
+    n, n_failed = int(v.size), int(failed.sum())
+    ci_f = wilson_interval(n_failed, n)
+    finite = v[~np.isnan(v)]
+    ci_m = bootstrap_ci(finite, random_state=random_state)
+    ok = _describe(v[~failed], "_ok")
+    ok.pop("min_ok")
+    stuck = (stuck_mask(g["train_loss"], g["label_entropy"]) if {"train_loss", "label_entropy"} <= set(g)
+             else np.full(n, np.nan))
+    return {
+        **dict(zip(GROUP_KEYS, keys)), "metric": _single(g, "metric"),
+        "n": n, "n_failed": n_failed, "failed_rate": n_failed / n,
+        "failed_ci_low": ci_f[0], "failed_ci_high": ci_f[1],
+        **_describe(finite, ""),
+        "mean_ci_low": 100.0 * ci_m[0], "mean_ci_high": 100.0 * ci_m[1],
+        **ok, "baseline": 100.0 * baseline,
+        "n_stuck": float(np.nansum(stuck)) if np.isfinite(stuck).any() else np.nan,
+        "n_best_untrained": (float((g["best_step"] == 0).sum()) if "best_step" in g and g["best_step"].notna().any()
+                             else np.nan),
+    }
 
 
 def compare_recipes(runs: pd.DataFrame, which: str = "final") -> pd.DataFrame:

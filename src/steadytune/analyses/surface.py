@@ -9,11 +9,15 @@ The pre-trained model has no classifier head. Parameters outside the base encode
 classification head) of θp follow ``head``: ``"zero"`` (default: the mean of the
 N(0, σ²) head initialisation, so θp predicts the uniform distribution), ``"mean"`` (the
 average of the failed and successful heads) or ``"init"`` (one seeded N(0, 0.02) draw,
-zero biases). See docs/analyses.md for why.
+zero biases). See docs/analyses.md for why. ``surface_probe`` does the whole analysis of
+saved checkpoints (what ``steadytune surface`` runs).
 """
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -21,6 +25,24 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from steadytune.analyses.loading import (
+    default_data_dir,
+    load_classifier,
+    load_encoder,
+    select_device,
+)
+from steadytune.analyses.outputs import (
+    DPI,
+    ProbeResult,
+    StageProgress,
+    stage,
+    write_outputs,
+)
+from steadytune.data.batching import collate, encode, eval_batches
+from steadytune.data.glue import load_glue
+from steadytune.data.splits import downsample
+from steadytune.training.models import load_tokenizer, uses_token_types
 
 HEAD_CONVENTIONS = ("zero", "mean", "init")
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -210,6 +232,133 @@ def plot_interpolation(df: pd.DataFrame) -> Figure:
     return fig
 
 
+# ----------------------------------------------------------------------------- the probe
+
+
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """What :func:`surface_probe` computes; the defaults are the CLI's."""
+
+    task: str = "rte"
+    """GLUE task whose data gives the loss."""
+    split: str = "dev"
+    """``train`` or ``dev``."""
+    alpha_range: tuple[float, float] = (-0.5, 1.5)
+    """Grid start and end along θf − θp (towards the failed model)."""
+    beta_range: tuple[float, float] = (-0.5, 1.5)
+    """Grid start and end along θs − θp (towards the successful model)."""
+    resolution: int = 9
+    """Points per axis (at least 2); 0 and 1 are always added."""
+    max_examples: int = 256
+    """Evaluate a seeded stratified subset of N examples (0: all)."""
+    sample_seed: int = 0
+    """Seed of that subset."""
+    head: str = "zero"
+    """Classifier head of the pre-trained point: ``zero``, ``mean`` or ``init`` (see module docstring)."""
+    interpolate: int = 0
+    """Also evaluate N points on the line failed -> successful (N > 1; 0: none)."""
+    segment_ids: str = "correct"
+    """``correct`` or ``zeros``, as the runs were trained."""
+    batch_size: int = 64
+    """Evaluation batch size."""
+
+    def __post_init__(self) -> None:
+        if self.head not in HEAD_CONVENTIONS:
+            raise ValueError(f"head={self.head!r}; use one of {', '.join(HEAD_CONVENTIONS)}")
+        for name in ("max_examples", "interpolate", "resolution"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def alphas(self) -> list[float]:
+        """The grid's α values."""
+        return _axis(*self.alpha_range, self.resolution)
+
+    @property
+    def betas(self) -> list[float]:
+        """The grid's β values."""
+        return _axis(*self.beta_range, self.resolution)
+
+
+def _axis(low: float, high: float, resolution: int) -> list[float]:
+    return sorted({round(float(x), 10) for x in np.linspace(low, high, max(resolution, 2))} | {0.0, 1.0})
+
+
+def surface_probe(failed: str | Path, successful: str | Path, pretrained: str = "minilm",
+                  out: str | Path = "runs/surface", settings: SurfaceSettings | None = None, *,
+                  data_dir: str | Path | None = None, device: str | torch.device = "auto", threads: int = 0,
+                  progress: StageProgress | None = None) -> ProbeResult:
+    """The loss surface (paper Fig. 7) through a pre-trained and two saved checkpoints, written to ``out``.
+
+    Evaluates :func:`loss_surface` on (a seeded subset of) a GLUE split and, with
+    ``settings.interpolate``, :func:`interpolate_1d` from failed to successful; writes
+    ``surface.csv``, ``.png``, ``.json``, ``surface_acc.png`` (classification tasks) and
+    ``interpolation.csv``, ``.png``, ``.json`` (if interpolated). Models are left unchanged.
+
+    Args:
+        failed, successful: checkpoint folders (``save_pretrained`` output) of two runs.
+        pretrained: the pre-trained model: hub id, path or ``minilm``.
+        out: output folder (created).
+        settings: what to compute (default :class:`SurfaceSettings`).
+        data_dir: GLUE folder or its parent (default ``$GLUE_DIR``, else :func:`default_data_dir`).
+        device, threads: see :func:`select_device`.
+        progress: called as ``progress(stage, done, total)`` for the stages ``grid`` and ``line``.
+
+    Returns:
+        ``tables["surface"]`` (one row per grid point, :func:`loss_surface`), and
+        ``tables["interpolation"]`` if interpolated; ``files``: every path written.
+
+    Raises:
+        DataError: the GLUE data is missing or malformed.
+        ModelError: a model cannot be loaded.
+        ValueError: invalid settings or models of different architectures.
+    """
+    settings = settings or SurfaceSettings()
+    dev = select_device(device, threads)
+    models = [load_classifier(path, dev) for path in (failed, successful)]
+    base = load_encoder(pretrained, dev)
+    tokenizer = load_tokenizer(pretrained)
+    glue = data_dir or os.environ.get("GLUE_DIR") or default_data_dir()
+    data = load_glue(settings.task, settings.split, None if glue is None else str(glue))
+    if settings.max_examples and settings.max_examples < len(data):
+        data = downsample(data, settings.max_examples, settings.sample_seed)
+    batches = _batches(data, tokenizer, models[0], settings)
+    tables = {"surface": loss_surface(base, *models, batches, alphas=settings.alphas, betas=settings.betas,
+                                      head=settings.head, progress=stage(progress, "grid"))}
+    if settings.interpolate > 1:
+        tables["interpolation"] = interpolate_1d(*models, batches, np.linspace(0, 1, settings.interpolate),
+                                                 progress=stage(progress, "line"))
+    record = {"analysis": "surface", "pretrained": pretrained, "failed": str(failed), "successful": str(successful),
+              "task": settings.task, "split": settings.split, "n_examples": len(data), **_recorded(settings)}
+    return ProbeResult(tables, _write(Path(out), tables, record), record)
+
+
+def _recorded(settings: SurfaceSettings) -> dict[str, Any]:
+    """The settings surface.json records besides the models, the data and its size."""
+    return {"sample_seed": settings.sample_seed, "head": settings.head, "alphas": settings.alphas,
+            "betas": settings.betas, "segment_ids": settings.segment_ids, "mode": "eval (no dropout)"}
+
+
+def _batches(data: Any, tokenizer: Any, model: nn.Module, settings: SurfaceSettings) -> list[dict[str, torch.Tensor]]:
+    enc = encode(data, tokenizer, segment_ids=settings.segment_ids, use_token_types=uses_token_types(model.config))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return [collate(enc, idx, pad) for idx in eval_batches(enc.lengths, settings.batch_size)]
+
+
+def _write(out: Path, tables: dict[str, pd.DataFrame], record: dict[str, Any]) -> list[Path]:
+    surface = tables["surface"]
+    files = write_outputs(out, "surface", surface, plot_surface(surface), record)
+    if surface["acc"].notna().any():
+        plot_surface(surface, "acc").savefig(out / "surface_acc.png", dpi=DPI)
+        files.append(out / "surface_acc.png")
+    if "interpolation" in tables:
+        line = tables["interpolation"]
+        files += write_outputs(out, "interpolation", line, plot_interpolation(line), record)
+    return files
+
+
 def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     from steadytune.analyses.figures import (
         new_figure,  # matplotlib is imported only when plotting
@@ -218,5 +367,5 @@ def _figure(width: float, height: float) -> tuple[Figure, Axes]:
     return new_figure(width, height)
 
 
-__all__ = ["loss_surface", "interpolate_1d", "anchor_params", "evaluate_params", "plot_surface",
-           "plot_interpolation", "HEAD_CONVENTIONS"]
+__all__ = ["SurfaceSettings", "loss_surface", "interpolate_1d", "anchor_params", "evaluate_params", "plot_surface",
+           "plot_interpolation", "surface_probe", "HEAD_CONVENTIONS"]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:  # names for annotations only: the sweep modules load with the sweep commands
+    from steadytune.sweeps.driver import SweepTotals
+    from steadytune.sweeps.events import FinishEvent, SweepEvent
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Stable, diagnosable fine-tuning of BERT-family encoders.")
@@ -21,7 +22,7 @@ SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a c
 
 
 def _fail(exc: Exception) -> None:
-    from rich.markup import escape
+    from rich.markup import escape  # rich only when something is printed
 
     # escape: a message such as "pip install 'steadytune[ray]'" is text, not Rich markup
     console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -29,9 +30,13 @@ def _fail(exc: Exception) -> None:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    from steadytune.config.run import ConfigError
-    from steadytune.data.tasks import DataError
-    from steadytune.training.models import ModelError
+    from steadytune.config.run import (
+        ConfigError,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.data.tasks import DataError  # lazy: `steadytune --help` stays fast
+    from steadytune.training.models import (
+        ModelError,  # lazy: `steadytune --help` stays fast
+    )
 
     return (ConfigError, DataError, ModelError, FileNotFoundError)
 
@@ -56,17 +61,21 @@ def run(
     training loss, with the step); 2, with one "error:" line, on invalid configuration,
     data or model.
     """
-    from rich.markup import escape
+    from rich.markup import escape  # rich only when something is printed
     from rich.progress import (
         BarColumn,
         Progress,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
-    )
+    )  # rich only when something is printed
 
-    from steadytune.config.run import parse_assignments
-    from steadytune.training.runner import run as run_one  # torch: loaded only by commands that train
+    from steadytune.config.run import (
+        parse_assignments,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.training.runner import (
+        run as run_one,  # torch: loaded only by commands that train
+    )
 
     try:
         overrides: dict[str, object] = dict(parse_assignments(set_))
@@ -112,7 +121,10 @@ def run(
 @app.command()
 def recipes(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List the recipes and per-model-family presets."""
-    from steadytune.config.recipes import FAMILY_PRESETS, RECIPES
+    from steadytune.config.recipes import (  # lazy: `steadytune --help` stays fast
+        FAMILY_PRESETS,
+        RECIPES,
+    )
 
     if as_json:
         typer.echo(json.dumps({"recipes": RECIPES, "family_presets": FAMILY_PRESETS}, indent=2))
@@ -127,8 +139,13 @@ def recipes(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
 @app.command()
 def keys() -> None:
     """List every configuration key with its default and meaning."""
-    from steadytune.config.execution import Execution  # config only: keeps `steadytune --help` light
-    from steadytune.config.run import RunConfig, field_docs
+    from steadytune.config.execution import (
+        Execution,  # config only: keeps `steadytune --help` light
+    )
+    from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
+        RunConfig,
+        field_docs,
+    )
 
     defaults = {**RunConfig().to_dict(), **Execution().to_dict()}
     for key, doc in field_docs().items():
@@ -143,41 +160,43 @@ def _split(text: str) -> list[str]:
 
 
 def _study_errors() -> tuple[type[Exception], ...]:
-    import sqlite3
+    import sqlite3  # only needed here
 
-    from steadytune.store.file import StoreError
-    from steadytune.sweeps.executors import ExecutorError
+    from steadytune.store.file import StoreError  # lazy: `steadytune --help` stays fast
+    from steadytune.sweeps.executors import (
+        ExecutorError,  # lazy: `steadytune --help` stays fast
+    )
 
     return (*_user_errors(), StoreError, ExecutorError, sqlite3.DatabaseError)
 
 
-def _finish_line(event: dict, many_models: bool) -> str:
+def _finish_line(event: FinishEvent, many_models: bool) -> str:
     """``rte devlin2019 seed 3 acc 0.6250 ok 1.2s`` (model and grid only when they vary)."""
-    parts = [event["task"]]
+    parts = [event.task]
     if many_models:
-        parts.append(Path(event["model"]).name)
-    parts += [event["recipe"], *([event["grid"]] if event["grid"] else []), f"seed {event['seed']}"]
-    if event["status"] == "error":
-        parts.append(f"[bold red]ERROR[/] {event['error']}")
+        parts.append(Path(event.model).name)
+    parts += [event.recipe, *([event.grid] if event.grid else []), f"seed {event.seed}"]
+    if event.status == "error":
+        parts.append(f"[bold red]ERROR[/] {event.error}")
     else:
-        value = event["value"]
+        value = event.value
         shown = "nan" if value is None or value != value else f"{value:.4f}"
-        flag = "[red]FAILED[/]" if event["failed"] else "ok"
-        parts += [event["metric"], shown, flag + (" (diverged)" if event["status"] == "diverged" else "")]
-    return " ".join(parts) + f" {event['seconds']:.1f}s"
+        flag = "[red]FAILED[/]" if event.failed else "ok"
+        parts += [str(event.metric), shown, flag + (" (diverged)" if event.status == "diverged" else "")]
+    return " ".join(parts) + f" {event.seconds:.1f}s"
 
 
-def _print_plan(plan: dict) -> None:
-    from rich.table import Table
+def _print_plan(plan: SweepTotals) -> None:
+    from rich.table import Table  # rich only when something is printed
 
-    table = Table(title=f"plan for {plan['store']}")
+    table = Table(title=f"plan for {plan.store}")
     for col in ("task", "model", "recipe", "grid", "runs", "done"):
         table.add_column(col, justify="right" if col in ("runs", "done") else "left")
-    for g in plan["groups"]:
-        table.add_row(g["task"], Path(g["model"]).name, g["recipe"], g["grid"], str(g["runs"]), str(g["done"]))
+    for g in plan.groups:
+        table.add_row(g.task, Path(g.model).name, g.recipe, g.grid, str(g.runs), str(g.done))
     _wide_console().print(table)
-    typer.echo(f"{plan['planned']} runs planned, {plan['done_before']} already done, "
-               f"{plan['to_run']} to run (dry run: nothing written)")
+    typer.echo(f"{plan.planned} runs planned, {plan.done_before} already done, "
+               f"{plan.to_run} to run (dry run: nothing written)")
 
 
 ExecutorOpt = Annotated[str, typer.Option(help="local or ray.")]
@@ -190,101 +209,94 @@ KeepOpt = Annotated[int, typer.Option(
     "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")]
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a batch scheduler ending the job) as an interrupt: it stops a sweep
-    the way Ctrl-C does, with the pool's workers killed and the finished runs kept."""
+class _SweepPrinter:
+    """``on_event`` of the sweep commands: a line per plan and finished run, a progress bar (stderr)."""
+
+    def __init__(self, err: Console, many_models: bool) -> None:
+        from rich.progress import (  # rich only when something is printed
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        self.err, self.many_models = err, many_models
+        self.bar = Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False)
+        self.job: Optional[int] = None
+
+    def __call__(self, event: SweepEvent) -> None:
+        from steadytune.sweeps import (
+            events,  # loaded by the sweep already; lazy for `steadytune --help`
+        )
+
+        if isinstance(event, events.SweepsPlanEvent):  # every spec planned: the bar appears
+            self.bar.start()
+            self.job = self.bar.add_task("runs", total=event.to_run)
+        elif isinstance(event, events.PlanEvent):
+            self.err.print(f"plan: {event.planned} runs, {event.done_before} already done, "
+                           f"{event.to_run} to run on {event.workers} worker(s) -> {event.store}")
+        elif isinstance(event, events.FinishEvent):
+            self.bar.advance(self.job)
+            self.err.print(_finish_line(event, self.many_models), highlight=False)
+        elif isinstance(event, events.DoneElsewhereEvent):
+            self.bar.advance(self.job)
+        elif isinstance(event, events.WaitEvent):
+            self.err.print(f"waiting for {event.runs} run(s) another driver of this study is training "
+                           f"({'; '.join(event.holders)}); they are taken over if it dies", highlight=False)
+
+    def close(self) -> None:
+        if self.job is not None:  # stopping a bar that never started prints an empty line
+            self.bar.stop()
 
 
-@contextmanager
-def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` in the main thread; further
-    SIGTERMs during the (bounded) clean-up are ignored. The old handler comes back after."""
-    def handler(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a library thread): leave it be
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+def _print_totals(totals: SweepTotals, err: Console) -> None:
+    """The last lines of a sweep: counts, kept checkpoints, the study (stdout); exit 1 on errors."""
+    elsewhere = f", {totals.done_elsewhere} done by another driver" if totals.done_elsewhere else ""
+    err.print(f"done: {totals.finished} finished, {totals.diverged} diverged, {totals.error} errors "
+              f"({totals.done_before} were already done{elsewhere})")
+    if totals.checkpoints is not None:
+        err.print(f"checkpoints kept: {totals.checkpoints} in {totals.checkpoint_dir} "
+                  "(listed by steadytune.store.checkpoints.list_checkpoints)")
+    typer.echo(totals.store)
+    if totals.error:
+        err.print("[bold red]some runs raised errors[/]; their logs are in the study; rerun to retry them")
+        raise typer.Exit(code=1)
 
 
 def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address: Optional[str],
            dry_run: bool, keep_checkpoints: int) -> None:
-    """Run (or plan) ``specs`` one after another into ``store``, printing progress to stderr."""
-    from collections import Counter
-
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+    """Run (or plan) ``specs`` into ``store``: one :func:`run_sweeps` call, printing as it goes."""
+    from steadytune.sweeps.driver import (
+        run_sweeps,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.sweeps.interrupts import (
+        Terminated,  # lazy: `steadytune --help` stays fast
     )
 
-    from steadytune.sweeps.driver import run_sweep
-
     err = Console(file=sys.stderr, soft_wrap=True)  # bound now: runs redirect sys.stderr into their logs
-    many_models = len({m for spec in specs for m in spec.models}) > 1
-    totals: Counter[str] = Counter()
+    printer = None if dry_run else _SweepPrinter(err, len({m for spec in specs for m in spec.models}) > 1)
     try:
-        with _sigterm_stops_like_ctrl_c():
-            # Plan every spec first (read-only): a bad one fails before anything is written.
-            plans = [run_sweep(spec, store, executor=executor, workers=workers, dry_run=True,
-                               keep_checkpoints=keep_checkpoints) for spec in specs]
-            if dry_run:
-                _print_plan({"store": str(store), "groups": [g for p in plans for g in p["groups"]],
-                             **{k: sum(p[k] for p in plans) for k in ("planned", "done_before", "to_run")}})
-                return
-            columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TimeRemainingColumn())
-            with Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False) as bar:
-                job = bar.add_task("runs", total=sum(p["to_run"] for p in plans))
-
-                def on_event(event: dict) -> None:
-                    if event["kind"] == "plan":
-                        err.print(f"plan: {event['planned']} runs, {event['done_before']} already done, "
-                                  f"{event['to_run']} to run on {event['workers']} worker(s) -> {event['store']}")
-                    elif event["kind"] == "finish":
-                        bar.advance(job)
-                        err.print(_finish_line(event, many_models), highlight=False)
-                    elif event["kind"] == "done_elsewhere":
-                        bar.advance(job)
-                    elif event["kind"] == "wait":
-                        err.print(f"waiting for {event['runs']} run(s) another driver of this study is training "
-                                  f"({'; '.join(event['holders'])}); they are taken over if it dies",
-                                  highlight=False)
-
-                for spec in specs:
-                    out = run_sweep(spec, store, executor=executor, workers=workers, ray_address=ray_address,
-                                    on_event=on_event, keep_checkpoints=keep_checkpoints)
-                    totals.update({k: out.get(k, 0) for k in ("finished", "diverged", "error",
-                                                              "done_before", "done_elsewhere", "checkpoints")})
+        try:
+            totals = run_sweeps(specs, store, executor=executor, workers=workers, ray_address=ray_address,
+                                dry_run=dry_run, keep_checkpoints=keep_checkpoints, on_event=printer)
+        finally:
+            if printer is not None:
+                printer.close()
     except _study_errors() as exc:
         _fail(exc)
         return
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (run_sweeps raises Terminated for it)
         what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
         err.print(f"[bold yellow]{what}[/]: finished runs are stored; run the same command again to resume")
         raise typer.Exit(code=code) from None
-    elsewhere = f", {totals['done_elsewhere']} done by another driver" if totals["done_elsewhere"] else ""
-    err.print(f"done: {totals['finished']} finished, {totals['diverged']} diverged, {totals['error']} errors "
-              f"({totals['done_before']} were already done{elsewhere})")
-    if keep_checkpoints:
-        from steadytune.sweeps.checkpoints import checkpoint_root
-
-        err.print(f"checkpoints kept: {totals['checkpoints']} in {checkpoint_root(store)} "
-                  "(listed by Study.checkpoints())")
-    typer.echo(str(store))
-    if totals["error"]:
-        err.print("[bold red]some runs raised errors[/]; their logs are in the study; rerun to retry them")
-        raise typer.Exit(code=1)
+    if totals.dry_run:
+        _print_plan(totals)
+    else:
+        _print_totals(totals, err)
 
 
 @app.command()
@@ -306,8 +318,15 @@ def sweep(
     keep_checkpoints: KeepOpt = 0,
 ) -> None:
     """Run (or resume) a seed sweep into a study; finished runs are never redone."""
-    from steadytune.config.run import DEFAULT_MODEL, parse_assignments
-    from steadytune.sweeps.spec import SweepSpec, parse_grid, parse_seeds
+    from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
+        DEFAULT_MODEL,
+        parse_assignments,
+    )
+    from steadytune.sweeps.spec import (  # lazy: `steadytune --help` stays fast
+        SweepSpec,
+        parse_grid,
+        parse_seeds,
+    )
 
     try:
         spec = SweepSpec(tasks=_split(tasks), models=model or [DEFAULT_MODEL], recipes=_split(recipes),
@@ -321,7 +340,10 @@ def sweep(
 
 
 def _list_experiments() -> None:
-    from steadytune.sweeps.experiments import EXPERIMENTS, describe
+    from steadytune.sweeps.experiments import (  # lazy: `steadytune --help` stays fast
+        EXPERIMENTS,
+        describe,
+    )
 
     for name in EXPERIMENTS:
         typer.echo(f"{name:16s} {describe(name)}")
@@ -353,9 +375,17 @@ def experiment(
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
 ) -> None:
     """Run (or resume) one of the paper's experiments: all its sweeps into one study."""
-    from steadytune.config.run import DEFAULT_MODEL, ConfigError, parse_assignments
-    from steadytune.sweeps.experiments import experiment_specs
-    from steadytune.sweeps.spec import parse_seeds
+    from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
+        DEFAULT_MODEL,
+        ConfigError,
+        parse_assignments,
+    )
+    from steadytune.sweeps.experiments import (
+        experiment_specs,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.sweeps.spec import (
+        parse_seeds,  # lazy: `steadytune --help` stays fast
+    )
 
     if list_:
         _list_experiments()
@@ -382,7 +412,7 @@ def _wide_console() -> Console:
 
 
 def _summary_tables(summary: object, comparison: object, which: str) -> None:
-    from rich.table import Table
+    from rich.table import Table  # rich only when something is printed
 
     out = _wide_console()
     table = Table(title=f"seed-sweep summary ({which} checkpoint, x100)")
@@ -418,8 +448,11 @@ def summary(
     which: Annotated[str, typer.Option(help="final or best (dev checkpoint).")] = "final",
 ) -> None:
     """Seed-sweep statistics per task, model, recipe and grid point (values x100)."""
-    from steadytune.analyses.stats import compare_recipes, summarize
-    from steadytune.store.study import Study
+    from steadytune.analyses.stats import (  # lazy: `steadytune --help` stays fast
+        compare_recipes,
+        summarize,
+    )
+    from steadytune.store.study import Study  # lazy: `steadytune --help` stays fast
 
     if fmt not in ("table", "csv", "json"):
         _fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
@@ -448,8 +481,10 @@ def export(
     out: Annotated[Path, typer.Option(help="FILE.parquet or FILE.csv; curves go to FILE.curves.<ext>.")],
 ) -> None:
     """Export a study's runs and curves to Parquet or CSV."""
-    from steadytune.store.export import export_study  # loaded on use: keeps `steadytune --help` fast
-    from steadytune.store.study import Study
+    from steadytune.store.export import (
+        export_study,  # loaded on use: keeps `steadytune --help` fast
+    )
+    from steadytune.store.study import Study  # lazy: `steadytune --help` stays fast
 
     try:
         with Study.open(study, readonly=True) as st:
@@ -470,7 +505,9 @@ def report(
         "--analysis", help="Output folder of `steadytune forgetting` or `surface` to include (repeatable).")] = None,
 ) -> None:
     """Write the stability report (Table 1, box plots, curves, diagnostics) as HTML."""
-    from steadytune.report.html import write_report
+    from steadytune.report.html import (
+        write_report,  # lazy: `steadytune --help` stays fast
+    )
 
     try:
         path = write_report(study, out, title=title, analyses=analyses or [])

@@ -15,7 +15,7 @@ or eight, resumed or not, a sweep ends with the same checkpoints. Diverged runs 
 no checkpoint (their weights are NaN). A run that finished in a sweep without
 ``--keep-checkpoints`` has none either and is not counted.
 
-The kept checkpoints are listed in the study (:meth:`steadytune.store.Study.checkpoints`).
+The kept checkpoints are listed in the study (:func:`steadytune.store.checkpoints.list_checkpoints`).
 The list is written before any folder is deleted, and folders are found through the
 list, so a kill at any moment leaves at worst a folder nobody lists:
 
@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -75,7 +76,7 @@ def prune_checkpoints(study: Any, keep: int, groups: Iterable[tuple[str, str, st
     """Apply the retention rule to ``groups`` of ``study``; list what is kept; delete the rest.
 
     Args:
-        study: an open, writable :class:`steadytune.store.Study`.
+        study: an open, writable :class:`steadytune.store.study.Study`.
         keep: K (>= 1).
         groups: ``(task, model, recipe, grid)`` tuples to prune (None: every group).
             Checkpoints of other groups are left as they are.
@@ -110,4 +111,4 @@ def prune_checkpoints(study: Any, keep: int, groups: Iterable[tuple[str, str, st
     return list(listed)
 
 
-__all__ = ["GROUP", "FOLDER", "checkpoint_root", "select_kept", "prune_checkpoints"]
+__all__ = ["FOLDER", "GROUP", "checkpoint_root", "prune_checkpoints", "select_kept"]

@@ -7,42 +7,211 @@ same sweep again resumes it: finished and diverged runs are skipped, runs that e
 were in flight when the driver died are redone. Two drivers on one study share the work
 through run leases (:mod:`steadytune.store.leases`). With ``keep_checkpoints=K`` the
 driver also keeps at most K failed and K successful models per group
-(:mod:`steadytune.sweeps.checkpoints`).
+(:mod:`steadytune.sweeps.checkpoints`). :func:`run_sweeps` plans a list of specs (a bad
+one fails before anything is written) and runs them one after another into one study:
+it is what ``steadytune sweep`` and ``steadytune experiment`` call.
+
+Progress is reported through ``on_event`` as the typed records of
+:mod:`steadytune.sweeps.events`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from steadytune.config.execution import Execution
 from steadytune.config.run import ConfigError
-from steadytune.sweeps.spec import (
+from steadytune.store.leases import Heartbeat, Owner
+from steadytune.store.study import DONE, Study
+from steadytune.sweeps.checkpoints import checkpoint_root, prune_checkpoints
+from steadytune.sweeps.events import (
+    DoneElsewhereEvent,
     EventFn,
-    PlannedRun,
-    SweepSpec,
-    expand,
-    spec_execution,
+    FinishEvent,
+    PlanEvent,
+    StartEvent,
+    SweepEvent,
+    SweepsPlanEvent,
+    WaitEvent,
 )
+from steadytune.sweeps.executors import EXECUTORS, check_executor
+from steadytune.sweeps.interrupts import sigterm_stops_like_ctrl_c
+from steadytune.sweeps.local import auto_workers
+from steadytune.sweeps.spec import PlannedRun, SweepSpec, expand, spec_execution
+from steadytune.sweeps.worker import Job, Outcome
+
+Group = tuple[str, str, str, str]
+"""``(task, model, recipe, grid)``: the unit of summaries and of checkpoint retention."""
+WAIT_POLL_SECONDS = 2.0
+"""How often a driver looks again at runs that another driver is training."""
+COUNTS = ("planned", "done_before", "to_run", "finished", "diverged", "error", "done_elsewhere", "checkpoints")
+"""The counts of :func:`run_sweep` that :func:`run_sweeps` adds up."""
+
+
+@dataclass(frozen=True)
+class PlanGroup:
+    """One group of a plan, and how many of its runs are done."""
+
+    task: str
+    model: str
+    recipe: str
+    grid: str
+    runs: int
+    done: int
+
+
+@dataclass(frozen=True)
+class SweepTotals:
+    """What :func:`run_sweeps` did (a dry run: would do), added up over its specs."""
+
+    store: str
+    """The study file."""
+    planned: int
+    done_before: int
+    """Runs done before (a real run: also those another driver held when a spec started)."""
+    to_run: int
+    finished: int = 0
+    diverged: int = 0
+    error: int = 0
+    """Runs that raised; rerun the same sweep to retry them."""
+    done_elsewhere: int = 0
+    """Runs another driver on the same study finished meanwhile."""
+    checkpoints: int | None = None
+    """Checkpoints kept for the sweeps' groups (None without ``keep_checkpoints``)."""
+    checkpoint_dir: str | None = None
+    """Where they are (None without ``keep_checkpoints``)."""
+    dry_run: bool = False
+    groups: tuple[PlanGroup, ...] = ()
+    """The plan per group (dry run only)."""
+
+
+def _ignore(event: SweepEvent) -> None:
+    """The ``on_event`` of a caller that gave none."""
+
+
+def run_sweeps(specs: Sequence[SweepSpec], store: str | Path, *, executor: str = "local", workers: int = 0,
+               ray_address: str | None = None, dry_run: bool = False, keep_checkpoints: int = 0,
+               on_event: EventFn | None = None) -> SweepTotals:
+    """Plan every spec, then run (or resume) them one after another into one study.
+
+    The plans are made first and read-only, so a bad spec fails before anything is
+    written; then :class:`SweepsPlanEvent` is sent and each spec runs as in
+    :func:`run_sweep`. While this runs in the main thread, SIGTERM stops it the way Ctrl-C
+    does (:mod:`steadytune.sweeps.interrupts`): workers are killed, recorded runs stay,
+    and running the same call again resumes.
+
+    Args:
+        specs: the sweeps (e.g. :func:`steadytune.sweeps.experiments.experiment_specs`).
+        store, executor, workers, ray_address, keep_checkpoints: as in :func:`run_sweep`.
+        dry_run: only plan and count what is done (``groups`` says per group); write nothing.
+        on_event: called with the records of :mod:`steadytune.sweeps.events`.
+
+    Returns:
+        The totals over every spec.
+
+    Raises:
+        The errors of :func:`run_sweep`; ``KeyboardInterrupt`` on Ctrl-C and
+        :class:`~steadytune.sweeps.interrupts.Terminated` (a ``KeyboardInterrupt``) on SIGTERM.
+    """
+    emit = on_event or _ignore
+    options: dict[str, Any] = {"executor": executor, "workers": workers, "keep_checkpoints": keep_checkpoints}
+    with sigterm_stops_like_ctrl_c():
+        plan = _add_plans(store, [run_sweep(spec, store, dry_run=True, **options) for spec in specs])
+        emit(SweepsPlanEvent(len(specs), plan.planned, plan.done_before, plan.to_run, plan.store))
+        if dry_run:
+            return plan
+        outs = [run_sweep(spec, store, ray_address=ray_address, on_event=emit, **options) for spec in specs]
+    total = {k: sum(out.get(k, 0) for out in outs) for k in COUNTS}
+    kept = {"checkpoints": total.pop("checkpoints"), "checkpoint_dir": str(checkpoint_root(store))}
+    return SweepTotals(store=str(store), **total, **(kept if keep_checkpoints else {}))
+
+
+def _add_plans(store: str | Path, plans: list[dict[str, Any]]) -> SweepTotals:
+    """The dry-run totals of several :func:`run_sweep` dry runs."""
+    counts = {k: sum(p[k] for p in plans) for k in ("planned", "done_before", "to_run")}
+    groups = tuple(PlanGroup(**g) for p in plans for g in p["groups"])
+    return SweepTotals(store=str(store), dry_run=True, groups=groups, **counts)
+
+
+def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 0,
+              ray_address: str | None = None, dry_run: bool = False,
+              on_event: EventFn | None = None, keep_checkpoints: int = 0) -> dict[str, Any]:
+    """Run (or resume) one sweep into the study at ``store_path``.
+
+    Args:
+        spec: the sweep.
+        store_path: the study file; created if missing (not by a dry run).
+        executor: ``local`` (in-process, or a process pool when ``workers > 1``) or ``ray``.
+        workers: parallel local processes; 0 = automatic (1 on CPU, several runs per
+            GPU when the runs go to GPUs, see :func:`steadytune.sweeps.local.auto_workers`).
+        ray_address: an existing Ray cluster (None: start a local Ray for this sweep).
+        dry_run: only plan and count what is done; write nothing.
+        on_event: called with the records of :mod:`steadytune.sweeps.events` (all but
+            :class:`SweepsPlanEvent`).
+        keep_checkpoints: K > 0: every run saves its final model under
+            ``<study>.checkpoints/<run_id>/``; after each recorded run at most K failed and
+            K successful checkpoints per (task, model, recipe, grid) are kept, those of the
+            lowest seeds (:mod:`steadytune.sweeps.checkpoints`), listed by
+            :func:`steadytune.store.checkpoints.list_checkpoints`. 0 (default): save none,
+            touch none. The run ids and results are the same either way.
+
+    Returns:
+        Counts: ``planned``, ``done_before``, ``to_run``, ``store``; a real run adds ``workers``,
+        ``finished``, ``diverged``, ``error``, ``done_elsewhere`` (when any) and ``checkpoints``
+        (kept for its groups, with ``keep_checkpoints``); a dry run ``dry_run`` and ``groups``.
+
+    Raises:
+        ConfigError, DataError, ModelError: a bad spec, before anything is written.
+        ExecutorError: ``ray`` without Ray installed, before anything is written.
+        StoreError: ``store_path`` is not a steadytune study.
+    """
+    _check_options(executor, workers, keep_checkpoints)
+    planned = expand(spec)
+    execution = spec_execution(spec)
+    if dry_run:
+        return _dry_run(planned, Path(store_path))
+    if workers == 0:
+        workers = auto_workers([execution] * len(planned)) if executor == "local" else 1
+    execution = execution.replace(threads=execution.threads or default_threads(executor, workers))
+    with Study.open(store_path, create=True) as study:
+        study.add_planned(planned)
+        retention = _Retention.start(study, keep_checkpoints, store_path, planned) if keep_checkpoints else None
+        session = _Session(study, on_event or _ignore, retention)
+        counts = session.plan(planned, execution, workers, str(store_path))
+        session.run(lambda batch: EXECUTORS[executor](batch, session.on_start, session.on_done,
+                                                      workers=workers, ray_address=ray_address))
+        if retention is not None:
+            counts["checkpoints"] = len(retention.prune(study))
+    return {**counts, **session.tally}
+
+
+def _check_options(executor: str, workers: int, keep_checkpoints: int) -> None:
+    check_executor(executor)
+    if workers < 0:
+        raise ConfigError(f"workers must be >= 0 (0 = automatic), got {workers}")
+    if keep_checkpoints < 0:
+        raise ConfigError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
 
 
 def _dry_run(planned: list[PlannedRun], store_path: Path) -> dict[str, Any]:
     """The plan and what of it is done, read without writing (no file is created)."""
-    from steadytune.store.study import DONE, Study
-
     statuses: dict[str, str] = {}
     if store_path.exists():
         with Study.open(store_path, readonly=True) as study:
             statuses = study.statuses([r.run_id for r in planned])
-    groups: dict[tuple[str, str, str, str], Counter[str]] = {}
+    groups: dict[Group, Counter[str]] = {}
     for run in planned:
         tally = groups.setdefault((run.cfg.task, run.cfg.model, run.cfg.recipe, run.grid), Counter())
         tally["runs"] += 1
         tally["done"] += statuses.get(run.run_id) in DONE
-    rows = [{"task": t, "model": m, "recipe": r, "grid": g, "runs": c["runs"], "done": c["done"]}
-            for (t, m, r, g), c in groups.items()]
+    rows = [dataclasses.asdict(PlanGroup(t, m, r, g, c["runs"], c["done"])) for (t, m, r, g), c in groups.items()]
     done = sum(row["done"] for row in rows)
     return {"planned": len(planned), "done_before": done, "to_run": len(planned) - done,
             "store": str(store_path), "dry_run": True, "groups": rows}
@@ -61,129 +230,87 @@ def default_threads(executor: str, workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
-def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 0,
-              ray_address: str | None = None, dry_run: bool = False,
-              on_event: EventFn | None = None, keep_checkpoints: int = 0) -> dict[str, Any]:
-    """Run (or resume) a sweep into the study at ``store_path``.
+@dataclass(frozen=True)
+class _Retention:
+    """Checkpoint retention of one sweep: K, the checkpoint folder, and each run's group."""
 
-    Args:
-        spec: the sweep.
-        store_path: the study file; created if missing (not by a dry run).
-        executor: ``local`` (in-process, or a process pool when ``workers > 1``) or ``ray``.
-        workers: parallel local processes; 0 = automatic (1 on CPU, several runs per
-            GPU when the runs go to GPUs, see :func:`steadytune.executors.auto_workers`).
-        ray_address: an existing Ray cluster (None: start a local Ray for this sweep).
-        dry_run: only plan and count what is done; write nothing.
-        on_event: called with ``{"kind": ..., ...}`` dicts: ``plan``, ``start``, ``finish``;
-            ``wait`` (runs another driver on the same study is training: this one waits
-            for them, and takes them over if that driver dies) and ``done_elsewhere``
-            (a run that driver finished).
-        keep_checkpoints: K > 0: every run saves its final model under
-            ``<study>.checkpoints/<run_id>/`` and, after each recorded run, at most K
-            failed and K successful checkpoints per (task, model, recipe, grid) are kept,
-            those of the lowest seeds (:mod:`steadytune.checkpoints`); they are listed
-            by ``Study.checkpoints()``. 0 (default): save none, touch none. The run ids
-            and results are the same either way.
+    keep: int
+    root: Path
+    group_of: dict[str, Group]
 
-    Returns:
-        Counts: ``planned``, ``done_before``, ``to_run``, and for a real run
-        ``finished``, ``diverged``, ``error`` (and ``checkpoints``, the number kept for
-        the sweep's groups, when ``keep_checkpoints`` > 0); plus ``store`` and (dry run)
-        ``groups``.
+    @classmethod
+    def start(cls, study: Study, keep: int, store_path: str | Path, planned: list[PlannedRun]) -> _Retention:
+        """Read the groups (the study's labels, as ``runs_table`` gives them); then clean up
+        after a sweep that was killed (the first prune)."""
+        root = checkpoint_root(store_path).resolve()
+        runs = study.runs_table(all_statuses=True)
+        keys = zip(runs["task"], runs["model"], runs["recipe"], runs["grid"])
+        wanted = {r.run_id for r in planned}
+        retention = cls(keep, root, {r: k for r, k in zip(runs["run_id"], keys) if r in wanted})
+        retention.prune(study)
+        return retention
 
-    Raises:
-        ConfigError, DataError, ModelError: a bad spec, before anything is written.
-        ExecutorError: ``ray`` without Ray installed, before anything is written.
-        StoreError: ``store_path`` is not a steadytune study.
-    """
-    from steadytune.store.leases import Heartbeat, Owner
-    from steadytune.store.study import Study
-    from steadytune.sweeps.checkpoints import checkpoint_root, prune_checkpoints
-    from steadytune.sweeps.executors import EXECUTORS, Job, check_executor
+    def prune(self, study: Study, run_id: str | None = None) -> list[str]:
+        """Apply the rule to the group of ``run_id`` (None: every group of the sweep); the kept run ids."""
+        groups = set(self.group_of.values()) if run_id is None else [self.group_of[run_id]]
+        return prune_checkpoints(study, self.keep, groups, self.root)
 
-    check_executor(executor)
-    if workers < 0:
-        raise ConfigError(f"workers must be >= 0 (0 = automatic), got {workers}")
-    if keep_checkpoints < 0:
-        raise ConfigError(f"keep_checkpoints must be >= 0, got {keep_checkpoints}")
-    emit = on_event or (lambda event: None)
-    planned = expand(spec)
-    execution = spec_execution(spec)
-    ids = [r.run_id for r in planned]
-    if dry_run:
-        return _dry_run(planned, Path(store_path))
-    if workers == 0:
-        from steadytune.sweeps.executors import auto_workers
 
-        workers = auto_workers([execution] * len(planned)) if executor == "local" else 1
-    root = checkpoint_root(store_path).resolve() if keep_checkpoints else None
-    with Study.open(store_path, create=True) as study:
-        study.add_planned(planned)
-        group_of = _groups_of(study, ids) if root is not None else {}
-        groups = set(group_of.values())
-        if root is not None:  # first clean up after a sweep that was killed
-            prune_checkpoints(study, keep_checkpoints, groups, root)
-        todo = set(study.pending(ids))
-        run_execution = execution.replace(threads=execution.threads or default_threads(executor, workers))
-        jobs = [Job(r.run_id, r.cfg, r.grid, execution=run_execution,
-                    checkpoint_dir=None if root is None else str(root / r.run_id))
-                for r in planned if r.run_id in todo]
-        counts: dict[str, Any] = {"planned": len(planned), "done_before": len(planned) - len(jobs),
-                                  "to_run": len(jobs), "workers": workers, "store": str(store_path)}
-        emit({"kind": "plan", **counts})
-        tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "error": 0})
-        by_id = {job.run_id: job for job in jobs}
-        owner, held_elsewhere = Owner.current(), {}
+class _Session:
+    """One driver's pass over one sweep in an open study: claim, record, tally, report."""
 
-        def on_start(run_id: str) -> bool:
-            why = study.claim(run_id, owner)
-            if why == "done":  # finished meanwhile by another driver on this study
-                held_elsewhere.pop(run_id, None)
-                tally["done_elsewhere"] += 1
-                emit({"kind": "done_elsewhere", "run_id": run_id})
-            elif why is not None:
-                held_elsewhere[run_id] = why
-            else:
-                held_elsewhere.pop(run_id, None)
-                emit({"kind": "start", "run_id": run_id})
-            return why is None
+    def __init__(self, study: Study, emit: EventFn, retention: _Retention | None) -> None:
+        self.study, self.emit, self.retention = study, emit, retention
+        self.owner = Owner.current()
+        self.jobs: dict[str, Job] = {}
+        self.held_elsewhere: dict[str, str] = {}
+        """run_id -> why another living driver holds it (``leased by HOST pid PID``)."""
+        self.tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "error": 0})
 
-        def on_done(outcome: Any) -> None:
-            job = by_id[outcome.run_id]
-            event = _record(study, outcome, job)
-            if root is not None:  # after the record: a kill in between leaves a folder the next prune judges
-                prune_checkpoints(study, keep_checkpoints, [group_of[job.run_id]], root)
-            tally[event["status"]] += 1
-            emit(event)
+    def plan(self, planned: list[PlannedRun], execution: Execution, workers: int, store: str) -> dict[str, Any]:
+        """Make the jobs of the runs not done yet; send :class:`PlanEvent`; return the counts."""
+        todo = set(self.study.pending([r.run_id for r in planned]))
+        root = self.retention.root if self.retention is not None else None
+        self.jobs = {r.run_id: Job(r.run_id, r.cfg, r.grid, execution=execution,
+                                   checkpoint_dir=None if root is None else str(root / r.run_id))
+                     for r in planned if r.run_id in todo}
+        counts = {"planned": len(planned), "done_before": len(planned) - len(self.jobs),
+                  "to_run": len(self.jobs), "workers": workers, "store": store}
+        self.emit(PlanEvent(counts["planned"], counts["done_before"], counts["to_run"], workers, store))
+        return counts
 
-        def execute(batch: list[Any]) -> None:
-            EXECUTORS[executor](batch, on_start, on_done, workers=workers, ray_address=ray_address)
-
-        with Heartbeat(study.path, owner):
+    def run(self, execute: Callable[[list[Job]], None]) -> None:
+        """Execute the jobs under this driver's lease heartbeat; release its leases after."""
+        with Heartbeat(self.study.path, self.owner):
             try:
-                _run_and_wait(study, jobs, execute, held_elsewhere, emit)
+                _run_and_wait(self.study, list(self.jobs.values()), execute, self.held_elsewhere, self.emit)
             finally:
-                study.release(owner)
-        if root is not None:
-            counts["checkpoints"] = len(prune_checkpoints(study, keep_checkpoints, groups, root))
-    return {**counts, **tally}
+                self.study.release(self.owner)
+
+    def on_start(self, run_id: str) -> bool:
+        """Claim ``run_id`` for this driver; False (skip it) when it is done or held elsewhere."""
+        why = self.study.claim(run_id, self.owner)
+        if why == "done":  # finished meanwhile by another driver on this study
+            self.held_elsewhere.pop(run_id, None)
+            self.tally["done_elsewhere"] += 1
+            self.emit(DoneElsewhereEvent(run_id))
+        elif why is not None:
+            self.held_elsewhere[run_id] = why
+        else:
+            self.held_elsewhere.pop(run_id, None)
+            self.emit(StartEvent(run_id))
+        return why is None
+
+    def on_done(self, outcome: Outcome) -> None:
+        """Record ``outcome``, then prune its group's checkpoints, count it and report it."""
+        event = _record(self.study, outcome, self.jobs[outcome.run_id])
+        if self.retention is not None:  # after the record: a kill in between leaves a folder the next prune judges
+            self.retention.prune(self.study, outcome.run_id)
+        self.tally[event.status] += 1
+        self.emit(event)
 
 
-def _groups_of(study: Any, run_ids: list[str]) -> dict[str, tuple[str, str, str, str]]:
-    """``run_id -> (task, model, recipe, grid)`` with the study's group labels (``runs_table``)."""
-    runs = study.runs_table(all_statuses=True)
-    keys = zip(runs["task"], runs["model"], runs["recipe"], runs["grid"])
-    wanted = set(run_ids)
-    return {r: k for r, k in zip(runs["run_id"], keys) if r in wanted}
-
-
-WAIT_POLL_SECONDS = 2.0
-
-
-"""How often a driver looks again at runs that another driver is training."""
-
-
-def _run_and_wait(study: Any, jobs: list[Any], execute: Callable[[list[Any]], None],
+def _run_and_wait(study: Study, jobs: list[Job], execute: Callable[[list[Job]], None],
                   held_elsewhere: dict[str, str], emit: EventFn) -> None:
     """Execute ``jobs``; then keep retrying the runs another driver held until each is done.
 
@@ -203,23 +330,23 @@ def _run_and_wait(study: Any, jobs: list[Any], execute: Callable[[list[Any]], No
         if batch:
             waiting = sorted(set(held_elsewhere.values()))
             if waiting != announced:
-                emit({"kind": "wait", "runs": len(batch), "holders": waiting})
+                emit(WaitEvent(len(batch), tuple(waiting)))
                 announced = waiting
             time.sleep(WAIT_POLL_SECONDS)
 
 
-def _record(study: Any, outcome: Any, job: Any) -> dict[str, Any]:
-    """Write one outcome to the study; return the ``finish`` event describing it."""
+def _record(study: Study, outcome: Outcome, job: Job) -> FinishEvent:
+    """Write one outcome to the study; return the :class:`FinishEvent` describing it."""
     cfg = job.cfg
-    event: dict[str, Any] = {"kind": "finish", "run_id": outcome.run_id, "task": cfg.task,
-                             "model": cfg.model, "recipe": cfg.recipe, "grid": job.grid,
-                             "seed": cfg.seed, "seconds": outcome.seconds, "error": outcome.error}
+    about: dict[str, Any] = {"run_id": outcome.run_id, "task": cfg.task, "model": cfg.model, "recipe": cfg.recipe,
+                             "grid": job.grid, "seed": cfg.seed, "seconds": outcome.seconds, "error": outcome.error}
     if outcome.result is None:
         study.record_error(outcome.run_id, outcome.error or "unknown error", outcome.log)
-        return {**event, "status": "error", "metric": None, "value": None, "failed": True}
+        return FinishEvent(**about, status="error", metric=None, value=None, failed=True)
     study.record_result(outcome.run_id, outcome.result, outcome.curves, outcome.diagnostics, outcome.log)
     result = outcome.result
-    value = result["metrics"]["final"].get(result["metric"])
-    return {**event, "status": result["status"], "metric": result["metric"], "value": value,
-            "failed": bool(result["failed"])}
+    return FinishEvent(**about, status=result["status"], metric=result["metric"],
+                       value=result["metrics"]["final"].get(result["metric"]), failed=bool(result["failed"]))
 
+
+__all__ = ["WAIT_POLL_SECONDS", "PlanGroup", "SweepTotals", "default_threads", "run_sweep", "run_sweeps"]

@@ -1,7 +1,7 @@
 """The paper's seed-sweep experiments as presets: a name gives the list of sweeps to run.
 
 ``EXPERIMENTS`` is a plain dict from name to a builder function; each builder returns
-the :class:`~steadytune.sweep.SweepSpec` list of one figure or table of Mosbach et al.
+the :class:`~steadytune.sweeps.spec.SweepSpec` list of one figure or table of Mosbach et al.
 (ICLR 2021), to be run into ONE study (``steadytune experiment NAME --store STUDY.db``).
 The first line of a builder's docstring is its one-line description.
 
@@ -12,11 +12,13 @@ config) is stored once, under the grid label of the experiment that planned it f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any
 
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import DEFAULT_MODEL, ConfigError
+from steadytune.data.glue import load_glue
 from steadytune.sweeps.spec import SweepSpec
 
 DOWNSAMPLE_SIZE = 1000
@@ -26,15 +28,13 @@ DOWNSAMPLE_SIZE = 1000
 def full_data_steps(task: str, data_dir: str | None, overrides: Mapping[str, Any] | None = None) -> int:
     """Optimiser steps of the Devlin recipe on the full training set: epochs × ceil(N / batch).
 
-    N is counted from the real ``train.tsv`` (:func:`steadytune.data.load_glue`); epochs
+    N is counted from the real ``train.tsv`` (:func:`steadytune.data.glue.load_glue`); epochs
     and batch size are those of ``devlin2019`` after ``overrides`` (3 and 16 by default:
     RTE 2,490 -> 468, MRPC 3,668 -> 690, CoLA 8,551 -> 1,605 steps).
 
     Raises:
         DataError: the task's train file is missing or malformed.
     """
-    from steadytune.data.glue import load_glue
-
     n_train = len(load_glue(task, "train", data_dir))
     # Family presets set neither key, so any model_type gives the same two numbers.
     cfg = resolve_config(task=task, recipe="devlin2019", model_type="bert",
@@ -83,7 +83,7 @@ def _table1(seeds: tuple[int, ...], models: tuple[str, ...], data_dir: str | Non
                       overrides=overrides)]
 
 
-Builder = Callable[[tuple[int, ...], tuple[str, ...], Optional[str], Optional[tuple[str, ...]], dict[str, str]],
+Builder = Callable[[tuple[int, ...], tuple[str, ...], str | None, tuple[str, ...] | None, dict[str, str]],
                    list[SweepSpec]]
 EXPERIMENTS: dict[str, Builder] = {
     "table1": _table1,
@@ -133,4 +133,4 @@ def experiment_specs(name: str, *, seeds: Sequence[int], model: str | Sequence[s
     return [replace(s, train_limit=train_limit) for s in specs] if train_limit is not None else specs
 
 
-__all__ = ["EXPERIMENTS", "DOWNSAMPLE_SIZE", "describe", "experiment_specs", "full_data_steps"]
+__all__ = ["DOWNSAMPLE_SIZE", "EXPERIMENTS", "describe", "experiment_specs", "full_data_steps"]

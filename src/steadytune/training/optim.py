@@ -23,7 +23,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 __all__ = [
-    "AdamW", "bias_correction_factor", "build_optimizer", "linear_warmup_decay",
+    "AdamW", "bias_correction_factor", "block_index", "build_optimizer", "linear_warmup_decay",
     "lr_multiplier", "param_groups",
 ]
 
@@ -228,7 +228,10 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, tot
         total_steps: Number of optimiser updates in the run.
 
     Returns:
-        A LambdaLR (its state_dict round-trips). Raises ValueError on negative counts.
+        A LambdaLR (its state_dict round-trips).
+
+    Raises:
+        ValueError: a negative step count.
     """
     if warmup_steps < 0 or total_steps < 0:
         raise ValueError(f"step counts must be >= 0, got warmup={warmup_steps}, total={total_steps}")
@@ -239,8 +242,17 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, warmup_steps: int, tot
 _BLOCK = re.compile(r"(?:^|\.)(?:layer|albert_layer_groups)\.(\d+)\.")
 
 
-def _block_index(name: str) -> int | None:
-    """-1 for embeddings, i for transformer block i, None for everything else (heads)."""
+def block_index(name: str) -> int | None:
+    """The transformer block a parameter belongs to, by name.
+
+    Args:
+        name: a ``named_parameters`` name, e.g. ``bert.encoder.layer.3.attention.self.query.weight``.
+
+    Returns:
+        -1 for the embeddings (ALBERT's embedding projection included), i for block i
+        (``.layer.<i>.``, ALBERT's shared ``albert_layer_groups.<i>.``), None for
+        everything else (pooler, classifier).
+    """
     # ALBERT's embedding_hidden_mapping_in projects the embeddings: keep it with them.
     if "embeddings" in name or "embedding_hidden_mapping_in" in name:
         return -1
@@ -254,6 +266,15 @@ def _no_decay(name: str, module: nn.Module) -> bool:
     is_norm = isinstance(module, nn.LayerNorm) or "LayerNorm" in kind or "RMSNorm" in kind
     by_name = "LayerNorm.weight" in name or "layer_norm.weight" in name
     return leaf == "bias" or leaf.endswith("_bias") or is_norm or by_name
+
+
+def _depth_and_label(block: int | None, n_blocks: int, layered: bool) -> tuple[int, str]:
+    """Depth (0 embeddings, i+1 block i, L+1 head; all 0 unless layered) and group-name prefix."""
+    if not layered:
+        return 0, ""
+    if block is None:
+        return n_blocks + 1, "head/"
+    return block + 1, "embeddings/" if block == -1 else f"layer_{block}/"
 
 
 def param_groups(
@@ -283,19 +304,13 @@ def param_groups(
     if layer_lr_decay <= 0.0:
         raise ValueError(f"layer_lr_decay must be > 0, got {layer_lr_decay}")
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    blocks = {n: _block_index(n) for n, _ in trainable}
+    blocks = {n: block_index(n) for n, _ in trainable}
     n_blocks = 1 + max((i for i in blocks.values() if i is not None), default=-1)
     layered = layer_lr_decay != 1.0
     groups: dict[tuple[int, bool], dict[str, Any]] = {}
     for name, param in trainable:
-        block = blocks[name]
         no_decay = _no_decay(name, model.get_submodule(name.rpartition(".")[0]))
-        if not layered:
-            depth, label = 0, ""
-        elif block is None:
-            depth, label = n_blocks + 1, "head/"
-        else:
-            depth, label = block + 1, "embeddings/" if block == -1 else f"layer_{block}/"
+        depth, label = _depth_and_label(blocks[name], n_blocks, layered)
         key = (depth, no_decay)
         if key not in groups:
             groups[key] = {
@@ -312,6 +327,18 @@ def build_optimizer(
     model: nn.Module, *, lr: float, weight_decay: float, betas: tuple[float, float],
     eps: float, correct_bias: bool, layer_lr_decay: float = 1.0,
 ) -> AdamW:
-    """``AdamW`` over ``param_groups(model, lr, weight_decay, layer_lr_decay)``."""
+    """``AdamW`` over ``param_groups(model, lr, weight_decay, layer_lr_decay)``.
+
+    Args:
+        model: its trainable parameters are optimised.
+        lr, weight_decay, layer_lr_decay: as for :func:`param_groups`.
+        betas, eps, correct_bias: as for :class:`AdamW`.
+
+    Returns:
+        The optimiser (its group order is :func:`param_groups`' depth order: the head last).
+
+    Raises:
+        ValueError: an invalid hyperparameter (see :class:`AdamW` and :func:`param_groups`).
+    """
     groups = param_groups(model, lr, weight_decay, layer_lr_decay)
     return AdamW(groups, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, correct_bias=correct_bias)

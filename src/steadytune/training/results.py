@@ -1,4 +1,22 @@
-"""The record of one run: ``RunResult``, its JSON form, seeds and versions."""
+"""The record of one run: ``RunResult``, its curve and diagnostic rows, seeds and versions.
+
+**Rows.** A run produces two tidy tables, each row one value:
+
+* curves, :class:`CurveRow` ``(step, epoch, split, name, value)``: the training loss and
+  lr (``split="train"``) at every logging step and the dev metrics (``split="dev"``) at
+  every evaluation;
+* diagnostics, :class:`DiagRow` ``(step, group, name, value)``: gradient norms,
+  optimiser scalars and head statistics (:mod:`steadytune.training.diagnostics`).
+
+The training loop and the diagnostics recorder produce these rows; a :class:`RunResult`
+holds them as DataFrames with exactly :data:`CURVE_COLUMNS` / :data:`DIAG_COLUMNS`
+(:func:`curves_frame`, :func:`diagnostics_frame`) and :func:`curve_rows` /
+:func:`diag_rows` turn such a frame back into rows, so every sink (a run folder, a study,
+a worker's message) carries the same records.
+
+This module imports neither torch nor transformers at import time: the store and the
+report read results without them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +26,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -18,11 +36,111 @@ CURVES_FILE = "curves.csv"
 DIAGNOSTICS_FILE = "diagnostics.csv"
 
 
+class CurveRow(NamedTuple):
+    """One point of a run's curves (a row of ``curves.csv``)."""
+
+    step: int
+    """Updates taken so far (0: before the first one)."""
+    epoch: float
+    """Fractional epoch at ``step`` (e.g. 1.5: half-way through the second epoch)."""
+    split: str
+    """``train`` (``loss``, ``lr``) or ``dev`` (the task's metrics and ``loss``)."""
+    name: str
+    """What ``value`` is: ``loss``, ``lr``, ``acc``, ``f1``, ``mcc``, ``pearson`` ..."""
+    value: float
+    """The value (NaN/inf kept as they are)."""
+
+
+class DiagRow(NamedTuple):
+    """One training-time diagnostic (a row of ``diagnostics.csv``)."""
+
+    step: int
+    """Updates taken before it was recorded (0 holds the first update's gradients)."""
+    group: str
+    """``grad_norm_layer``, ``grad_norm_kind``, ``grad_norm_layer_kind``, ``optim`` or ``head``."""
+    name: str
+    """Within the group, e.g. ``layer.3``, ``query``, ``layer.3/query``, ``lr``, ``entropy``."""
+    value: float
+    """The value."""
+
+
+CURVE_COLUMNS: list[str] = list(CurveRow._fields)
+"""``["step", "epoch", "split", "name", "value"]``: the columns of ``RunResult.curves``."""
+DIAG_COLUMNS: list[str] = list(DiagRow._fields)
+"""``["step", "group", "name", "value"]``: the columns of ``RunResult.diagnostics``."""
+
+
+def curves_frame(rows: Iterable[CurveRow]) -> pd.DataFrame:
+    """The curves table of ``rows``: one row each, columns :data:`CURVE_COLUMNS`, in order.
+
+    Args:
+        rows: :class:`CurveRow` values (or plain tuples in that field order).
+
+    Returns:
+        A DataFrame with exactly :data:`CURVE_COLUMNS` (pandas infers the dtypes:
+        int64, float64, object, object, float64 for non-empty rows).
+    """
+    return pd.DataFrame(list(rows), columns=CURVE_COLUMNS)
+
+
+def diagnostics_frame(rows: Iterable[DiagRow]) -> pd.DataFrame:
+    """The diagnostics table of ``rows``: columns :data:`DIAG_COLUMNS`, ``step`` int64 and
+    ``value`` float64 even when there are no rows.
+
+    Args:
+        rows: :class:`DiagRow` values (or plain tuples in that field order).
+
+    Returns:
+        A DataFrame with exactly :data:`DIAG_COLUMNS`.
+    """
+    return pd.DataFrame(list(rows), columns=DIAG_COLUMNS).astype({"step": "int64", "value": "float64"})
+
+
+def curve_rows(frame: pd.DataFrame | None) -> list[CurveRow]:
+    """The rows of a curves table (e.g. ``RunResult.curves``), in table order.
+
+    Args:
+        frame: a DataFrame with (at least) :data:`CURVE_COLUMNS`; None or an empty frame
+            (even one without columns, as a result loaded without ``curves.csv``) has none.
+
+    Returns:
+        One :class:`CurveRow` per row, with Python scalars.
+
+    Raises:
+        KeyError: a non-empty ``frame`` lacks one of the columns.
+    """
+    return [CurveRow._make(r) for r in _records(frame, CURVE_COLUMNS)]
+
+
+def diag_rows(frame: pd.DataFrame | None) -> list[DiagRow]:
+    """The rows of a diagnostics table (e.g. ``RunResult.diagnostics``), in table order.
+
+    Args:
+        frame: a DataFrame with (at least) :data:`DIAG_COLUMNS`; None or empty: no rows.
+
+    Returns:
+        One :class:`DiagRow` per row, with Python scalars.
+
+    Raises:
+        KeyError: a non-empty ``frame`` lacks one of the columns.
+    """
+    return [DiagRow._make(r) for r in _records(frame, DIAG_COLUMNS)]
+
+
+def _records(frame: pd.DataFrame | None, columns: list[str]) -> Iterable[tuple]:
+    if frame is None or frame.empty:
+        return []
+    return zip(*(frame[c].tolist() for c in columns))  # tolist: Python scalars, and fast
+
+
 def derive_seeds(seed: int) -> dict[str, int]:
     """Separate, recorded seeds for head initialisation, data order and dropout.
 
     Derived with ``numpy.random.SeedSequence`` so the three streams are independent
     and a different run seed changes all of them.
+
+    Returns:
+        ``{"run": seed, "head_init": ..., "data_order": ..., "dropout": ...}``.
     """
     head, data, dropout = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(3))
     return {"run": int(seed), "head_init": head, "data_order": data, "dropout": dropout}
@@ -31,7 +149,7 @@ def derive_seeds(seed: int) -> dict[str, int]:
 def versions() -> dict[str, str]:
     """Versions of Python, the platform and the libraries a result depends on."""
     import torch  # heavy: loaded only when a result is built (the package imports light)
-    import transformers
+    import transformers  # heavy too, and only a built result needs its version
 
     return {
         "steadytune": metadata.version("steadytune"),
@@ -46,7 +164,15 @@ def versions() -> dict[str, str]:
 
 def label_entropy(labels: Any, regression: bool = False) -> float | None:
     """Entropy (nats) of the empirical label distribution: the training loss of a classifier
-    that predicts the label prior for every example. None for regression."""
+    that predicts the label prior for every example.
+
+    Args:
+        labels: class ids (any array-like).
+        regression: the labels are scores.
+
+    Returns:
+        The entropy; None for regression.
+    """
     if regression:
         return None
     _, counts = np.unique(np.asarray(labels), return_counts=True)
@@ -99,8 +225,10 @@ class RunResult:
     """Where it ran: the resolved ``device``, ``threads`` (not part of the run's identity;
     empty for results stored before it was recorded, whose ``config`` held them)."""
     curves: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
+    """Tidy :data:`CURVE_COLUMNS` table of :class:`CurveRow` records (see :func:`curves_frame`)."""
     diagnostics: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
-    """Tidy ``step, group, name, value`` table from :mod:`steadytune.diagnostics` (may be empty)."""
+    """Tidy :data:`DIAG_COLUMNS` table of :class:`DiagRow` records from
+    :mod:`steadytune.training.diagnostics` (may be empty; see :func:`diagnostics_frame`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``result.json``); curves and diagnostics are stored separately."""
@@ -113,7 +241,7 @@ class RunResult:
     def best_is_untrained(self) -> bool:
         """Whether the best dev evaluation is the step-0 one, before any update.
 
-        The paper's rule (:mod:`steadytune.train`) lets the untrained model be the best
+        The paper's rule (:mod:`steadytune.training.loop`) lets the untrained model be the best
         checkpoint when no later evaluation beats it; its ``best`` metrics (and
         ``failed_best``) then describe the initialisation, not training.
         """
@@ -145,16 +273,26 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any], curves: pd.DataFrame | None = None,
-                  diagnostics: pd.DataFrame | None = None) -> "RunResult":
-        """Rebuild a result from its JSON form."""
+                  diagnostics: pd.DataFrame | None = None) -> RunResult:
+        """Rebuild a result from its JSON form.
+
+        Args:
+            payload: :meth:`to_dict` output (unknown keys are ignored, so newer files load).
+            curves: the curves table (None: empty).
+            diagnostics: the diagnostics table (None: empty).
+        """
         tables = ("curves", "diagnostics")
         known = {k: payload[k] for k in cls.__dataclass_fields__ if k in payload and k not in tables}
         return cls(**known, curves=curves if curves is not None else pd.DataFrame(),
                    diagnostics=diagnostics if diagnostics is not None else pd.DataFrame())
 
     @classmethod
-    def load(cls, workdir: str | Path) -> "RunResult":
-        """Read a result written by :meth:`save`."""
+    def load(cls, workdir: str | Path) -> RunResult:
+        """Read a result written by :meth:`save` (a missing ``diagnostics.csv``: no diagnostics).
+
+        Raises:
+            FileNotFoundError: ``workdir`` has no ``result.json``.
+        """
         out = Path(workdir)
         payload = json.loads((out / RESULT_FILE).read_text())
         return cls.from_dict(payload, _read_table(out / CURVES_FILE), _read_table(out / DIAGNOSTICS_FILE))
@@ -170,48 +308,20 @@ def _read_table(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame()
 
 
-def build_result(cfg: Any, data: Any, tracker: Any, model_info: dict[str, Any], seeds: dict[str, int],
-                 status: str, error: str | None, steps: int, total: int, warmup: int,
-                 steps_per_epoch: int, wall: float, diagnostics: pd.DataFrame | None = None,
-                 execution: dict[str, Any] | None = None) -> RunResult:
-    """Assemble a :class:`RunResult` from the training loop's state."""
-    from steadytune.training.metrics import is_failed
-
-    final = dict(tracker.final or {})
-    best = dict(tracker.best or {})
-    final_value = final.get(data.metric, float("nan"))
-    best_value = best.get(data.metric, float("nan"))
-    return RunResult(
-        task=cfg.task,
-        recipe=cfg.recipe,
-        seed=cfg.seed,
-        model=cfg.model,
-        config=cfg.to_dict(),
-        metric=data.metric,
-        metrics={"final": final, "best": best},
-        best_step=tracker.best_step,
-        majority_baseline=data.baseline,
-        failed=status != "finished" or is_failed(final_value, data.baseline),
-        failed_best=is_failed(best_value, data.baseline),
-        status=status,
-        error=error,
-        steps=steps,
-        total_steps=total,
-        warmup_steps=warmup,
-        steps_per_epoch=steps_per_epoch,
-        wall_seconds=round(wall, 3),
-        seeds=seeds,
-        versions=versions(),
-        data={
-            "n_train": len(data.train),
-            "n_dev": len(data.dev),
-            "train_source": data.train.source,
-            "dev_source": data.dev.source,
-            "label_names": list(data.train.label_names) if data.train.label_names else None,
-            "label_entropy": label_entropy(data.train.labels, data.regression),
-        },
-        model_info=model_info,
-        execution=dict(execution or {}),
-        curves=tracker.curves(),
-        diagnostics=diagnostics if diagnostics is not None else pd.DataFrame(),
-    )
+__all__ = [
+    "CURVES_FILE",
+    "CURVE_COLUMNS",
+    "DIAGNOSTICS_FILE",
+    "DIAG_COLUMNS",
+    "RESULT_FILE",
+    "CurveRow",
+    "DiagRow",
+    "RunResult",
+    "curve_rows",
+    "curves_frame",
+    "derive_seeds",
+    "diag_rows",
+    "diagnostics_frame",
+    "label_entropy",
+    "versions",
+]
