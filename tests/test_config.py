@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from steadytune.config.recipes import FAMILY_PRESETS, RECIPES, resolve_config
@@ -91,6 +93,20 @@ def test_hash_ignores_execution_keys_only():
     assert config_hash(a) != config_hash(a.replace(seed=2))
     assert config_hash(a) != config_hash(a.replace(lr=1e-5))
 
+
+
+def test_keys_added_later_enter_the_hash_only_away_from_their_default():
+    from steadytune.config.run import HASH_EXCLUDED, HASHED_KEYS_V1, later_keys
+
+    names = [f.name for f in dataclasses.fields(RunConfig)]
+    # Every field is one of the first hashed keys, excluded, or a later key: a new field is
+    # a later key by construction, and a V1 key can never be dropped unnoticed.
+    assert set(HASHED_KEYS_V1) <= set(names)
+    assert set(names) == set(HASHED_KEYS_V1) | set(HASH_EXCLUDED) | set(later_keys())
+    a = resolve_config(model_type="bert")
+    for key in later_keys():
+        default = getattr(RunConfig(), key)
+        assert config_hash(a.replace(**{key: default})) == config_hash(a)
 
 
 def test_every_stored_run_id_is_still_the_hash_of_its_config():

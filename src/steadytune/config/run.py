@@ -288,15 +288,37 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if k not in left_out}
 
 
+# The keys every stored run id was hashed with. A key added to RunConfig after them enters
+# a run's hash only when it differs from its default, so a new key never turns a finished
+# run into a new one (tests/test_config.py checks every stored run id, and that every
+# field is either here or a later key).
+HASHED_KEYS_V1 = (
+    "task", "model", "recipe", "seed", "data_file", "text_columns", "label_column", "train_limit",
+    "train_limit_seed", "stratify", "dev_limit", "max_length", "segment_ids", "lr", "epochs", "max_steps",
+    "batch_size", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_eps", "correct_bias",
+    "max_grad_norm", "layer_lr_decay", "hidden_dropout", "attention_dropout", "classifier_dropout",
+    "head_init_std", "mixout", "reinit_layers", "reinit_pooler", "metric", "evals_per_epoch",
+    "eval_batch_size", "log_every", "diag_every", "save_checkpoints", "batching", "precision",
+)
+
+
+def later_keys() -> tuple[str, ...]:
+    """RunConfig keys added after :data:`HASHED_KEYS_V1` (hashed only away from their default)."""
+    return tuple(f.name for f in fields(RunConfig) if f.name not in HASHED_KEYS_V1 and f.name not in HASH_EXCLUDED)
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Content address of a resolved configuration (seed included).
 
     ``HASH_EXCLUDED`` keys are left out, so moving the data does not turn a finished
-    run into a new one (device and thread count are not in ``RunConfig`` at all). The
-    payload is exactly what it was when those two were fields left out of it, so every
-    stored run id stays valid.
+    run into a new one (device and thread count are not in ``RunConfig`` at all), and
+    so is every key added after :data:`HASHED_KEYS_V1` while it has its default value.
+    The payload of a run that uses none of the later keys is exactly what it was when
+    the first studies were stored, so every stored run id stays valid.
     """
-    content = {k: v for k, v in cfg.to_dict().items() if k not in HASH_EXCLUDED}
+    defaults = RunConfig.__dataclass_fields__
+    content = {k: v for k, v in cfg.to_dict().items()
+               if k not in HASH_EXCLUDED and (k in HASHED_KEYS_V1 or v != defaults[k].default)}
     payload = json.dumps(content, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
