@@ -9,6 +9,7 @@ import json
 import shutil
 import sqlite3
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -120,3 +121,22 @@ def test_max_length_beyond_the_position_embeddings_is_a_config_error_before_trai
     ok = _run("--out", str(tmp_path / "y"), "--model", model, "--data-dir", str(tiny_glue), "--set", "max_length=160",
               "--max-steps", "1", "--set", "threads=1")
     assert ok.exit_code == 0, ok.output
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("lr=-1", "lr must be > 0, got -1.0"),
+    ("warmup_ratio=1.5", "warmup_ratio must be in [0, 1), got 1.5"),
+    ("batching=weird", "batching='weird' is invalid; choose one of length_grouped, random"),
+    ("epochs=three", "config key 'epochs' expects float, got 'three'"),
+])
+def test_invalid_config_value_is_one_exact_line_and_writes_nothing(tiny_bert, tiny_glue, tmp_path, setting, message):
+    """The config class of bad input: the key and its valid range, in one line, before anything is written."""
+    out = tmp_path / "run"
+    res = _run("--model", str(tiny_bert), "--data-dir", str(tiny_glue), "--out", str(out), "--set", setting)
+    _assert_one_error_line(res, message)
+    assert not out.exists()
+    store = tmp_path / "study.db"
+    res = runner.invoke(app, ["sweep", "--tasks", "rte", "--recipes", "devlin2019", "--seeds", "1-2", "--model",
+                              str(tiny_bert), "--data-dir", str(tiny_glue), "--store", str(store), "--set", setting])
+    _assert_one_error_line(res, message)
+    assert not store.exists() and list(tmp_path.iterdir()) == []
