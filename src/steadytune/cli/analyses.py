@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -26,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-console = Console(stderr=True)
+from steadytune.cli.common import console, fail
 
 ERRORS = (ValueError, OSError)
 """What a probe raises for bad input (DataError, ModelError and ConfigError are ValueErrors)."""
@@ -34,12 +33,6 @@ ERRORS = (ValueError, OSError)
 Threads = Annotated[int, typer.Option(help="CPU threads (0 = all).")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Pretrained = Annotated[str, typer.Option(help="The pre-trained model: hub id, path or 'minilm'.")]
-
-
-def _fail(exc: BaseException) -> None:
-    # escape: a message is text, not Rich markup
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def _echo(paths: list[Path]) -> None:
@@ -106,7 +99,7 @@ def forgetting(
             result = forgetting_probe(finetuned, pretrained, out, settings, data_dir=data_dir, cache_dir=cache_dir,
                                       device=device, threads=threads, progress=progress)
     except ERRORS as exc:
-        _fail(exc)
+        fail(exc)
         return
     console.print(f"MLM head: {result.settings['mlm_head']} {result.settings['mlm_head_fit'] or ''}")
     _echo(result.files)
@@ -148,7 +141,7 @@ def surface(
             result = surface_probe(failed, successful, pretrained, out, settings, data_dir=data_dir, device=device,
                                    threads=threads, progress=progress)
     except ERRORS as exc:
-        _fail(exc)
+        fail(exc)
         return
     _echo(result.files)
 
@@ -166,7 +159,7 @@ def generalisation(
     try:
         result = generalisation_probe(sources, out, successful_only=not all_runs)
     except (*ERRORS, StoreError) as exc:
-        _fail(exc)
+        fail(exc)
         return
     _echo(result.files)
 

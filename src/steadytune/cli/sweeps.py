@@ -1,0 +1,251 @@
+"""The sweep commands: ``sweep``, ``experiments``, ``experiment``.
+
+Each parses its options into :class:`~steadytune.sweeps.spec.SweepSpec` values and makes one
+:func:`~steadytune.sweeps.driver.run_sweeps` call, printing a line per finished run and a
+progress bar (stderr) and the study's path (stdout).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from steadytune.cli.common import SetOpt, fail, split_list, study_errors, wide_console
+
+if TYPE_CHECKING:  # names for annotations only: the sweep modules load with the sweep commands
+    from steadytune.sweeps.driver import SweepTotals
+    from steadytune.sweeps.events import FinishEvent, SweepEvent
+
+
+def _finish_line(event: FinishEvent, many_models: bool) -> str:
+    """``rte devlin2019 seed 3 acc 0.6250 ok 1.2s`` (model and grid only when they vary)."""
+    parts = [event.task]
+    if many_models:
+        parts.append(Path(event.model).name)
+    parts += [event.recipe, *([event.grid] if event.grid else []), f"seed {event.seed}"]
+    if event.status == "error":
+        parts.append(f"[bold red]ERROR[/] {event.error}")
+    else:
+        value = event.value
+        shown = "nan" if value is None or value != value else f"{value:.4f}"
+        flag = "[red]FAILED[/]" if event.failed else "ok"
+        parts += [str(event.metric), shown, flag + (" (diverged)" if event.status == "diverged" else "")]
+    return " ".join(parts) + f" {event.seconds:.1f}s"
+
+
+def _print_plan(plan: SweepTotals) -> None:
+    from rich.table import Table  # rich only when something is printed
+
+    table = Table(title=f"plan for {plan.store}")
+    for col in ("task", "model", "recipe", "grid", "runs", "done"):
+        table.add_column(col, justify="right" if col in ("runs", "done") else "left")
+    for g in plan.groups:
+        table.add_row(g.task, Path(g.model).name, g.recipe, g.grid, str(g.runs), str(g.done))
+    wide_console().print(table)
+    typer.echo(f"{plan.planned} runs planned, {plan.done_before} already done, "
+               f"{plan.to_run} to run (dry run: nothing written)")
+
+
+ExecutorOpt = Annotated[str, typer.Option(help="local or ray.")]
+RayOpt = Annotated[Optional[str], typer.Option(help="Existing Ray cluster (default: local Ray).")]
+WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes; 0 = automatic: 1 on CPU, "
+    "several runs per GPU when the runs go to GPUs.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+KeepOpt = Annotated[int, typer.Option(
+    "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "
+    "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")]
+
+
+class _SweepPrinter:
+    """``on_event`` of the sweep commands: a line per plan and finished run, a progress bar (stderr)."""
+
+    def __init__(self, err: Console, many_models: bool) -> None:
+        from rich.progress import (  # rich only when something is printed
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (TextColumn("[bold]runs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())
+        self.err, self.many_models = err, many_models
+        self.bar = Progress(*columns, console=err, redirect_stdout=False, redirect_stderr=False)
+        self.job: Optional[int] = None
+
+    def __call__(self, event: SweepEvent) -> None:
+        from steadytune.sweeps import (
+            events,  # loaded by the sweep already; lazy for `steadytune --help`
+        )
+
+        if isinstance(event, events.SweepsPlanEvent):  # every spec planned: the bar appears
+            self.bar.start()
+            self.job = self.bar.add_task("runs", total=event.to_run)
+        elif isinstance(event, events.PlanEvent):
+            self.err.print(f"plan: {event.planned} runs, {event.done_before} already done, "
+                           f"{event.to_run} to run on {event.workers} worker(s) -> {event.store}")
+        elif isinstance(event, events.FinishEvent):
+            self.bar.advance(self.job)
+            self.err.print(_finish_line(event, self.many_models), highlight=False)
+        elif isinstance(event, events.DoneElsewhereEvent):
+            self.bar.advance(self.job)
+        elif isinstance(event, events.WaitEvent):
+            self.err.print(f"waiting for {event.runs} run(s) another driver of this study is training "
+                           f"({'; '.join(event.holders)}); they are taken over if it dies", highlight=False)
+
+    def close(self) -> None:
+        if self.job is not None:  # stopping a bar that never started prints an empty line
+            self.bar.stop()
+
+
+def _print_totals(totals: SweepTotals, err: Console) -> None:
+    """The last lines of a sweep: counts, kept checkpoints, the study (stdout); exit 1 on errors."""
+    elsewhere = f", {totals.done_elsewhere} done by another driver" if totals.done_elsewhere else ""
+    err.print(f"done: {totals.finished} finished, {totals.diverged} diverged, {totals.error} errors "
+              f"({totals.done_before} were already done{elsewhere})")
+    if totals.checkpoints is not None:
+        err.print(f"checkpoints kept: {totals.checkpoints} in {totals.checkpoint_dir} "
+                  "(listed by steadytune.store.checkpoints.list_checkpoints)")
+    typer.echo(totals.store)
+    if totals.error:
+        err.print("[bold red]some runs raised errors[/]; their logs are in the study; rerun to retry them")
+        raise typer.Exit(code=1)
+
+
+def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address: Optional[str],
+           dry_run: bool, keep_checkpoints: int) -> None:
+    """Run (or plan) ``specs`` into ``store``: one :func:`run_sweeps` call, printing as it goes."""
+    from steadytune.sweeps.driver import (
+        run_sweeps,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.sweeps.interrupts import (
+        Terminated,  # lazy: `steadytune --help` stays fast
+    )
+
+    err = Console(file=sys.stderr, soft_wrap=True)  # bound now: runs redirect sys.stderr into their logs
+    printer = None if dry_run else _SweepPrinter(err, len({m for spec in specs for m in spec.models}) > 1)
+    try:
+        try:
+            totals = run_sweeps(specs, store, executor=executor, workers=workers, ray_address=ray_address,
+                                dry_run=dry_run, keep_checkpoints=keep_checkpoints, on_event=printer)
+        finally:
+            if printer is not None:
+                printer.close()
+    except study_errors() as exc:
+        fail(exc)
+        return
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (run_sweeps raises Terminated for it)
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        err.print(f"[bold yellow]{what}[/]: finished runs are stored; run the same command again to resume")
+        raise typer.Exit(code=code) from None
+    if totals.dry_run:
+        _print_plan(totals)
+    else:
+        _print_totals(totals, err)
+
+
+def sweep(
+    tasks: Annotated[str, typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.")],
+    recipes: Annotated[str, typer.Option(help="Comma-separated recipes, e.g. devlin2019,mosbach2021.")],
+    seeds: Annotated[str, typer.Option(help="Seeds: 1-25, 1,3,5 or 1-5,10.")],
+    store: Annotated[Path, typer.Option(help="The study file (SQLite), created if missing.")],
+    model: Annotated[Optional[list[str]], typer.Option(help="Model (repeatable); default minilm.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="GLUE directory (default $GLUE_DIR).")] = None,
+    set_: SetOpt = None,
+    grid: Annotated[Optional[list[str]], typer.Option(help="Sweep a key: key=v1,v2 (repeatable).")] = None,
+    train_limit: Annotated[Optional[int], typer.Option(help="Down-sample training data to N examples.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayOpt = None,
+    workers: WorkersOpt = 0,
+    dry_run: DryRunOpt = False,
+    keep_checkpoints: KeepOpt = 0,
+) -> None:
+    """Run (or resume) a seed sweep into a study; finished runs are never redone."""
+    from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
+        DEFAULT_MODEL,
+        parse_assignments,
+    )
+    from steadytune.sweeps.spec import (  # lazy: `steadytune --help` stays fast
+        SweepSpec,
+        parse_grid,
+        parse_seeds,
+    )
+
+    try:
+        spec = SweepSpec(tasks=split_list(tasks), models=model or [DEFAULT_MODEL], recipes=split_list(recipes),
+                         seeds=parse_seeds(seeds), overrides=parse_assignments(set_), grid=parse_grid(grid),
+                         train_limit=train_limit, max_steps=max_steps, data_dir=data_dir)
+    except study_errors() as exc:
+        fail(exc)
+        return
+    _drive([spec], store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
+           keep_checkpoints=keep_checkpoints)
+
+
+def _list_experiments() -> None:
+    from steadytune.sweeps.experiments import (  # lazy: `steadytune --help` stays fast
+        EXPERIMENTS,
+        describe,
+    )
+
+    for name in EXPERIMENTS:
+        typer.echo(f"{name:16s} {describe(name)}")
+
+
+def experiments() -> None:
+    """List the paper's experiments that `steadytune experiment NAME` runs."""
+    _list_experiments()
+
+
+def experiment(
+    name: Annotated[Optional[str], typer.Argument(help="Experiment: table1, downsampling, bias_correction, "
+                                                       "ablation (see --list).")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="The study file (SQLite), created if missing.")] = None,
+    seeds: Annotated[str, typer.Option(help="Seeds: 1-25, 1,3,5 or 1-5,10.")] = "1-25",
+    model: Annotated[Optional[list[str]], typer.Option(help="Model (repeatable); default minilm.")] = None,
+    data_dir: Annotated[Optional[str], typer.Option(help="GLUE directory (default $GLUE_DIR).")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks instead of the paper's.")] = None,
+    set_: SetOpt = None,
+    train_limit: Annotated[Optional[int], typer.Option(help="Down-sample every run to N examples "
+                                                            "(a cheaper version; not for downsampling).")] = None,
+    executor: ExecutorOpt = "local",
+    ray_address: RayOpt = None,
+    workers: WorkersOpt = 0,
+    dry_run: DryRunOpt = False,
+    keep_checkpoints: KeepOpt = 0,
+    list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+) -> None:
+    """Run (or resume) one of the paper's experiments: all its sweeps into one study."""
+    from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
+        DEFAULT_MODEL,
+        ConfigError,
+        parse_assignments,
+    )
+    from steadytune.sweeps.experiments import (
+        experiment_specs,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.sweeps.spec import (
+        parse_seeds,  # lazy: `steadytune --help` stays fast
+    )
+
+    if list_:
+        _list_experiments()
+        return
+    try:
+        if name is None or store is None:
+            raise ConfigError("give an experiment NAME and --store STUDY.db (see `steadytune experiment --list`)")
+        specs = experiment_specs(name, seeds=parse_seeds(seeds), model=model or [DEFAULT_MODEL],
+                                 data_dir=data_dir, tasks=split_list(tasks) if tasks else None,
+                                 overrides=parse_assignments(set_), train_limit=train_limit)
+    except study_errors() as exc:
+        fail(exc)
+        return
+    _drive(specs, store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
+           keep_checkpoints=keep_checkpoints)
