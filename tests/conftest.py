@@ -9,6 +9,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# precision=auto (the default) probes the CPU and may choose bf16: the tests' numbers must
+# not depend on the machine they run on, so auto means fp32 here (subprocesses inherit it);
+# tests of auto itself remove the variable (tests/test_precision.py).
+os.environ["STEADYTUNE_AUTO_PRECISION"] = "fp32"
+
 
 def shared_data() -> Path:
     """Real evaluation data: $STEADYTUNE_DATA or ../shared/data beside the repo."""

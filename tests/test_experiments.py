@@ -20,7 +20,7 @@ from steadytune.sweeps.checkpoints import (
     prune_checkpoints,
     select_kept,
 )
-from steadytune.sweeps.driver import run_sweep
+from steadytune.sweeps.driver import plan_runs, run_sweep
 from steadytune.sweeps.experiments import EXPERIMENTS, experiment_specs, full_data_steps
 from steadytune.sweeps.spec import (
     SweepSpec,
@@ -159,7 +159,7 @@ def test_keep_checkpoints_keeps_one_of_each_kind_per_group(kept_study, tiny_bert
         assert model.num_labels == 2
         assert json.loads((Path(path).parent / "result.json").read_text())["failed"] == failed
     # run ids and records are those of a sweep without --keep-checkpoints
-    plain = {r.run_id: r for r in expand(keep_spec(tiny_bert, tiny_glue))}
+    plain = {r.run_id: r for r in plan_runs(keep_spec(tiny_bert, tiny_glue), kept_study)}
     assert sorted(runs["run_id"]) == sorted(plain)
     for run_id, result in results.items():
         assert result["config"]["save_checkpoints"] == "none"

@@ -28,7 +28,8 @@ from steadytune.store.leases import (
     process_start,
 )
 from steadytune.store.study import Study
-from steadytune.sweeps.spec import PlannedRun, expand
+from steadytune.sweeps.driver import plan_runs
+from steadytune.sweeps.spec import PlannedRun
 
 WIDE = {"COLUMNS": "2000"}
 
@@ -236,7 +237,7 @@ def test_a_driver_waits_for_a_leased_run_and_takes_it_over_when_its_holder_is_ki
         tiny_bert, tiny_glue, tmp_path):
     store = tmp_path / "study.db"
     cmd = _sweep_cmd(store, tiny_bert, tiny_glue, "1")
-    planned = expand(tiny_spec(tiny_bert, tiny_glue, seeds=(1,)))
+    planned = plan_runs(tiny_spec(tiny_bert, tiny_glue, seeds=(1,)), store)
     held = next(r for r in planned if r.cfg.recipe == "mosbach2021")
     holder = subprocess.Popen(["sleep", "600"])  # stands for a driver training `held`
     try:

@@ -22,7 +22,7 @@ from steadytune.config.run import ConfigError, config_hash
 from steadytune.data.tasks import DataError
 from steadytune.store.records import read_logs, read_result
 from steadytune.store.study import Study
-from steadytune.sweeps.driver import run_sweep
+from steadytune.sweeps.driver import plan_runs, run_sweep
 from steadytune.sweeps.events import FinishEvent, PlanEvent
 from steadytune.sweeps.spec import SweepSpec, expand, parse_grid, parse_seeds
 from steadytune.sweeps.worker import execute_run
@@ -331,7 +331,7 @@ def test_sweep_survives_sigkill_at_random_points(tiny_bert, tiny_glue, tmp_path)
     spec = tiny_spec(tiny_bert, tiny_glue, seeds=parse_seeds("1-8"))
     with Study.open(store, readonly=True) as study:
         table = study.runs_table(all_statuses=True)
-        assert sorted(table["run_id"]) == sorted(r.run_id for r in expand(spec))
+        assert sorted(table["run_id"]) == sorted(r.run_id for r in plan_runs(spec, store))
         assert set(table["status"]) <= {"finished", "diverged"}
         curves = study.curves_table()
         assert not curves.duplicated(["run_id", "step", "split", "name"]).any()
@@ -377,7 +377,7 @@ def test_pool_workers_die_with_the_driver_and_match_in_process_runs(tiny_bert, t
     out = run_sweep(spec, store)  # resume in-process
     assert out["done_before"] >= 1 and out["done_before"] + out["to_run"] == 4
     assert all(_done_rows(store)[r] == rows for r, rows in by_pool.items())
-    planned = {r.run_id: r for r in expand(spec)}
+    planned = {r.run_id: r for r in plan_runs(spec, store)}
     with Study.open(store, readonly=True) as study:
         pooled = read_result(study, next(iter(by_pool)))
     run_id = next(iter(by_pool))

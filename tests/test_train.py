@@ -163,7 +163,10 @@ def test_steadytune_run_leaves_threads_and_global_rng_as_they_were(tiny_bert, ti
     before = torch.random.get_rng_state()
     res = steadytune.run(task="rte", model=str(tiny_bert), data_dir=str(tiny_glue), max_steps=2, threads=2,
                          evals_per_epoch=0)
-    assert res.execution == {"device": "cpu", "threads": 2}  # what the run used, recorded
+    assert res.execution == {"device": "cpu", "threads": 2,  # what the run used, recorded
+                             "precision": {"requested": "auto", "used": "fp32", "probe": None,
+                                           "reason": "STEADYTUNE_AUTO_PRECISION=fp32"}}
+    assert res.config["precision"] == "fp32"
     assert "threads" not in res.config and "device" not in res.config
     assert torch.get_num_threads() == 1
     assert torch.equal(torch.random.get_rng_state(), before)

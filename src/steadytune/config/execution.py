@@ -29,6 +29,9 @@ class Execution:
     """Intra-op CPU threads (0 = leave PyTorch's setting: all cores)."""
     save_final: bool = False
     """Also save the final model into ``<workdir>/final`` (a sweep keeping checkpoints)."""
+    precision_note: str = ""
+    """Why a sweep's ``precision=auto`` became the precision in the run's config (set by the
+    sweep driver, which chooses once per study); empty: the run resolves ``auto`` itself."""
 
     def __post_init__(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
@@ -64,6 +67,8 @@ def coerce_execution(name: str, value: Any) -> Any:
             raise ConfigError(f"config key 'threads' expects int, got {value!r}") from None
     if name == "save_final":
         return bool(value)
+    if name == "precision_note":
+        return str(value)
     raise ConfigError(f"unknown execution key {name!r}; valid: {', '.join(EXECUTION_KEYS)}")
 
 

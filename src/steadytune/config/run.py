@@ -122,8 +122,9 @@ class RunConfig:
     # --- how batches and numbers are formed (part of what the run computes) -----------
     batching: str = "length_grouped"
     """``length_grouped`` (seeded, similar lengths per batch) or ``random``."""
-    precision: str = "fp32"
-    """``fp32`` (faithful default) or ``bf16`` (autocast)."""
+    precision: str = "auto"
+    """``auto`` (bf16 where the device has a fast bf16 path, measured; else fp32), ``fp32`` or
+    ``bf16`` (autocast: fp32 weights, bf16 matrix products). A run stores what it used."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -141,7 +142,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "segment_ids": ("correct", "zeros"),
     "save_checkpoints": ("none", "final", "best", "both"),
     "batching": ("length_grouped", "random"),
-    "precision": ("fp32", "bf16"),
+    "precision": ("auto", "fp32", "bf16"),
 }
 
 

@@ -44,7 +44,14 @@ from steadytune.sweeps.events import (
 from steadytune.sweeps.executors import EXECUTORS, check_executor
 from steadytune.sweeps.interrupts import sigterm_stops_like_ctrl_c
 from steadytune.sweeps.local import auto_workers
-from steadytune.sweeps.spec import PlannedRun, SweepSpec, expand, spec_execution
+from steadytune.sweeps.precision import study_precision
+from steadytune.sweeps.spec import (
+    PlannedRun,
+    SweepSpec,
+    expand,
+    spec_execution,
+    with_precision,
+)
 from steadytune.sweeps.worker import Job, Outcome
 
 Group = tuple[str, str, str, str]
@@ -173,8 +180,8 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         StoreError: ``store_path`` is not a steadytune study.
     """
     _check_options(executor, workers, keep_checkpoints)
-    planned = expand(spec)
     execution = spec_execution(spec)
+    planned = plan_runs(spec, store_path, record=not dry_run)
     if dry_run:
         return _dry_run(planned, Path(store_path))
     if workers == 0:
@@ -190,6 +197,25 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         if retention is not None:
             counts["checkpoints"] = len(retention.prune(study))
     return {**counts, **session.tally}
+
+
+def plan_runs(spec: SweepSpec, store_path: str | Path, record: bool = False) -> list[PlannedRun]:
+    """The runs a sweep of ``spec`` into the study at ``store_path`` plans (ids as stored).
+
+    :func:`~steadytune.sweeps.spec.expand`, with ``precision=auto`` resolved the way the
+    study resolves it (:func:`~steadytune.sweeps.precision.study_precision`).
+
+    Args:
+        spec: the sweep.
+        store_path: the study (it may not exist yet).
+        record: record a new precision choice in the study (a sweep that runs does).
+
+    Raises:
+        The errors of :func:`~steadytune.sweeps.spec.expand`; StoreError for a foreign file.
+    """
+    planned = expand(spec)
+    choice = study_precision(store_path, spec_execution(spec), planned, record)
+    return planned if choice is None else with_precision(planned, choice.used, choice.reason)
 
 
 def _check_options(executor: str, workers: int, keep_checkpoints: int) -> None:
@@ -271,7 +297,8 @@ class _Session:
         """Make the jobs of the runs not done yet; send :class:`PlanEvent`; return the counts."""
         todo = set(self.study.pending([r.run_id for r in planned]))
         root = self.retention.root if self.retention is not None else None
-        self.jobs = {r.run_id: Job(r.run_id, r.cfg, r.grid, execution=execution,
+        self.jobs = {r.run_id: Job(r.run_id, r.cfg, r.grid,
+                                   execution=execution.replace(precision_note=r.precision_note),
                                    checkpoint_dir=None if root is None else str(root / r.run_id))
                      for r in planned if r.run_id in todo}
         counts = {"planned": len(planned), "done_before": len(planned) - len(self.jobs),
@@ -349,4 +376,5 @@ def _record(study: Study, outcome: Outcome, job: Job) -> FinishEvent:
                        value=result["metrics"]["final"].get(result["metric"]), failed=bool(result["failed"]))
 
 
-__all__ = ["WAIT_POLL_SECONDS", "PlanGroup", "SweepTotals", "default_threads", "run_sweep", "run_sweeps"]
+__all__ = ["WAIT_POLL_SECONDS", "PlanGroup", "SweepTotals", "default_threads", "plan_runs", "run_sweep",
+           "run_sweeps"]

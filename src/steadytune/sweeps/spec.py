@@ -71,6 +71,8 @@ class PlannedRun:
     """The fully resolved configuration."""
     grid: str
     """Grid point, e.g. ``epochs=3,lr=1e-05`` (sorted keys); ``""`` without a grid."""
+    precision_note: str = ""
+    """Why ``precision=auto`` became ``cfg.precision`` (set by :func:`with_precision`)."""
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -136,6 +138,23 @@ def _base_overrides(spec: SweepSpec) -> dict[str, Any]:
         if getattr(spec, key) is not None:
             base[key] = getattr(spec, key)
     return base
+
+
+def with_precision(planned: list[PlannedRun], used: str, reason: str) -> list[PlannedRun]:
+    """``planned`` with every ``precision=auto`` run resolved to ``used`` (and its id rehashed).
+
+    Args:
+        planned: runs from :func:`expand`.
+        used: ``fp32`` or ``bf16`` (what ``auto`` means for this study).
+        reason: why; kept in each resolved run's ``precision_note``.
+    """
+    out: list[PlannedRun] = []
+    for run in planned:
+        if run.cfg.precision == "auto":
+            cfg = run.cfg.replace(precision=used)
+            run = PlannedRun(config_hash(cfg), cfg, run.grid, reason)
+        out.append(run)
+    return list({run.run_id: run for run in out}.values())
 
 
 def check_data(cfg: RunConfig) -> None:

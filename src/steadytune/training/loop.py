@@ -52,6 +52,7 @@ from steadytune.training.models import (
     uses_token_types,
 )
 from steadytune.training.optim import AdamW, build_optimizer, linear_warmup_decay
+from steadytune.training.precision import PrecisionChoice, choose_precision
 from steadytune.training.results import RunResult, derive_seeds
 from steadytune.training.schedule import Schedule
 
@@ -85,6 +86,19 @@ class RunSetup:
     diag: Recorder
 
 
+def resolve_precision(cfg: RunConfig, execution: Execution) -> tuple[RunConfig, PrecisionChoice]:
+    """``cfg`` with ``precision=auto`` resolved for the run's device, and the choice with its reason.
+
+    A sweep resolves ``auto`` once per study before it plans the runs (their ids hash the
+    precision used); it passes the reason in ``execution.precision_note``, which is then
+    recorded as the reason of the config's (explicit) precision.
+    """
+    if execution.precision_note and cfg.precision != "auto":
+        return cfg, PrecisionChoice("auto", cfg.precision, execution.precision_note)
+    choice = choose_precision(cfg.precision, _device(execution))
+    return (cfg if cfg.precision == choice.used else cfg.replace(precision=choice.used)), choice
+
+
 def set_up(cfg: RunConfig, execution: Execution) -> RunSetup:
     """Threads, device, data, model, optimiser, lr schedule and diagnostics of one run.
 
@@ -103,6 +117,8 @@ def set_up(cfg: RunConfig, execution: Execution) -> RunSetup:
     Raises:
         ConfigError, DataError, ModelError: invalid configuration, data or model.
     """
+    if cfg.precision == "auto":
+        raise ValueError("set_up needs a resolved precision: call resolve_precision first")
     if execution.threads:
         torch.set_num_threads(execution.threads)
     device = _device(execution)
@@ -220,6 +236,9 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     """
     start = time.perf_counter()
     execution = execution or Execution()
+    if execution.threads:  # before the precision probe: it measures at the run's thread count
+        torch.set_num_threads(execution.threads)
+    cfg, precision = resolve_precision(cfg, execution)
     run = set_up(cfg, execution)
     tracker = Tracker(run.data.metric, keep_best_state=cfg.save_checkpoints in ("best", "both"))
     tracker.record_eval(evaluate(run.model, run.data, cfg, run.device), 0, 0.0, run.model)
@@ -229,7 +248,8 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     result = build_result(cfg, run.data, tracker, run.schedule, status=status, error=error, steps=steps,
                           model_info=run.model_info, seeds=run.seeds, wall=time.perf_counter() - start,
                           diagnostics=run.diag.frame(),
-                          execution={"device": str(run.device), "threads": torch.get_num_threads()})
+                          execution={"device": str(run.device), "threads": torch.get_num_threads(),
+                                     "precision": precision.to_dict()})
     if workdir is not None:
         result.save(workdir)
         save_checkpoints(cfg, run.model, run.tokenizer, tracker, Path(workdir), status, execution.save_final)
@@ -262,4 +282,5 @@ def save_checkpoints(cfg: RunConfig, model: torch.nn.Module, tokenizer: Any, tra
             model.load_state_dict(current)
 
 
-__all__ = ["ProgressFn", "RunSetup", "save_checkpoints", "set_up", "train_and_evaluate", "train_step"]
+__all__ = ["ProgressFn", "RunSetup", "resolve_precision", "save_checkpoints", "set_up", "train_and_evaluate",
+           "train_step"]
