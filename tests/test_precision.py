@@ -17,7 +17,12 @@ from steadytune.training import precision as precision_module
 from steadytune.training.diagnostics import GradNormIndex, grad_norms
 from steadytune.training.loop import resolve_precision, set_up, train_step
 from steadytune.training.models import resolve_for_model
-from steadytune.training.precision import CPU_BF16_MIN_SPEEDUP, FORCE_ENV, choose_precision, probe_cpu
+from steadytune.training.precision import (
+    CPU_BF16_MIN_SPEEDUP,
+    FORCE_ENV,
+    choose_precision,
+    probe_cpu,
+)
 
 CPU = torch.device("cpu")
 FAST_BF16 = {"machine": "x", "fp32_gflops": 400.0, "bf16_gflops": 2737.0}  # Xeon with AMX (measured)
