@@ -55,6 +55,10 @@ RayOpt = Annotated[Optional[str], typer.Option(help="Existing Ray cluster (defau
 WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes; 0 = automatic: 1 on CPU, "
     "several runs per GPU when the runs go to GPUs.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
+GroupOpt = Annotated[int, typer.Option(
+    "--group-size", help="Train up to K runs that differ only in their seed as one grouped model (several seeds "
+    "per process; each run's result is the one it gets alone, up to rounding); 1 = every run alone; "
+    "0 = automatic: grouped on a GPU, alone on a CPU.")]
 KeepOpt = Annotated[int, typer.Option(
     "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "
     "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")]
@@ -119,7 +123,7 @@ def _print_totals(totals: SweepTotals, err: Console) -> None:
 
 
 def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address: Optional[str],
-           dry_run: bool, keep_checkpoints: int) -> None:
+           dry_run: bool, keep_checkpoints: int, group_size: int = 0) -> None:
     """Run (or plan) ``specs`` into ``store``: one :func:`run_sweeps` call, printing as it goes."""
     from steadytune.sweeps.driver import (
         run_sweeps,  # lazy: `steadytune --help` stays fast
@@ -133,7 +137,8 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
     try:
         try:
             totals = run_sweeps(specs, store, executor=executor, workers=workers, ray_address=ray_address,
-                                dry_run=dry_run, keep_checkpoints=keep_checkpoints, on_event=printer)
+                                dry_run=dry_run, keep_checkpoints=keep_checkpoints, on_event=printer,
+                                group_size=group_size)
         finally:
             if printer is not None:
                 printer.close()
@@ -166,6 +171,7 @@ def sweep(
     workers: WorkersOpt = 0,
     dry_run: DryRunOpt = False,
     keep_checkpoints: KeepOpt = 0,
+    group_size: GroupOpt = 0,
 ) -> None:
     """Run (or resume) a seed sweep into a study; finished runs are never redone."""
     from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
@@ -186,7 +192,7 @@ def sweep(
         fail(exc)
         return
     _drive([spec], store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
-           keep_checkpoints=keep_checkpoints)
+           keep_checkpoints=keep_checkpoints, group_size=group_size)
 
 
 def _list_experiments() -> None:
@@ -220,6 +226,7 @@ def experiment(
     workers: WorkersOpt = 0,
     dry_run: DryRunOpt = False,
     keep_checkpoints: KeepOpt = 0,
+    group_size: GroupOpt = 0,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
 ) -> None:
     """Run (or resume) one of the paper's experiments: all its sweeps into one study."""
@@ -248,4 +255,4 @@ def experiment(
         fail(exc)
         return
     _drive(specs, store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
-           keep_checkpoints=keep_checkpoints)
+           keep_checkpoints=keep_checkpoints, group_size=group_size)

@@ -42,6 +42,7 @@ from steadytune.sweeps.events import (
     WaitEvent,
 )
 from steadytune.sweeps.executors import EXECUTORS, check_executor
+from steadytune.sweeps.grouping import auto_group_size, check_group_size, group_tasks
 from steadytune.sweeps.interrupts import sigterm_stops_like_ctrl_c
 from steadytune.sweeps.local import auto_workers
 from steadytune.sweeps.precision import study_precision
@@ -105,7 +106,7 @@ def _ignore(event: SweepEvent) -> None:
 
 def run_sweeps(specs: Sequence[SweepSpec], store: str | Path, *, executor: str = "local", workers: int = 0,
                ray_address: str | None = None, dry_run: bool = False, keep_checkpoints: int = 0,
-               on_event: EventFn | None = None) -> SweepTotals:
+               on_event: EventFn | None = None, group_size: int = 0) -> SweepTotals:
     """Plan every spec, then run (or resume) them one after another into one study.
 
     The plans are made first and read-only, so a bad spec fails before anything is
@@ -116,7 +117,7 @@ def run_sweeps(specs: Sequence[SweepSpec], store: str | Path, *, executor: str =
 
     Args:
         specs: the sweeps (e.g. :func:`steadytune.sweeps.experiments.experiment_specs`).
-        store, executor, workers, ray_address, keep_checkpoints: as in :func:`run_sweep`.
+        store, executor, workers, ray_address, keep_checkpoints, group_size: as in :func:`run_sweep`.
         dry_run: only plan and count what is done (``groups`` says per group); write nothing.
         on_event: called with the records of :mod:`steadytune.sweeps.events`.
 
@@ -128,7 +129,8 @@ def run_sweeps(specs: Sequence[SweepSpec], store: str | Path, *, executor: str =
         :class:`~steadytune.sweeps.interrupts.Terminated` (a ``KeyboardInterrupt``) on SIGTERM.
     """
     emit = on_event or _ignore
-    options: dict[str, Any] = {"executor": executor, "workers": workers, "keep_checkpoints": keep_checkpoints}
+    options: dict[str, Any] = {"executor": executor, "workers": workers, "keep_checkpoints": keep_checkpoints,
+                               "group_size": group_size}
     with sigterm_stops_like_ctrl_c():
         plan = _add_plans(store, [run_sweep(spec, store, dry_run=True, **options) for spec in specs])
         emit(SweepsPlanEvent(len(specs), plan.planned, plan.done_before, plan.to_run, plan.store))
@@ -149,7 +151,7 @@ def _add_plans(store: str | Path, plans: list[dict[str, Any]]) -> SweepTotals:
 
 def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", workers: int = 0,
               ray_address: str | None = None, dry_run: bool = False,
-              on_event: EventFn | None = None, keep_checkpoints: int = 0) -> dict[str, Any]:
+              on_event: EventFn | None = None, keep_checkpoints: int = 0, group_size: int = 0) -> dict[str, Any]:
     """Run (or resume) one sweep into the study at ``store_path``.
 
     Args:
@@ -168,6 +170,10 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
             lowest seeds (:mod:`steadytune.sweeps.checkpoints`), listed by
             :func:`steadytune.store.checkpoints.list_checkpoints`. 0 (default): save none,
             touch none. The run ids and results are the same either way.
+        group_size: train up to this many runs that differ only in their seed as one
+            grouped model (:mod:`steadytune.sweeps.grouping`); 1: every run alone; 0
+            (default): automatic (grouped on a GPU, alone on a CPU). Each run's result is
+            the one it gets alone, up to floating-point rounding.
 
     Returns:
         Counts: ``planned``, ``done_before``, ``to_run``, ``store``; a real run adds ``workers``,
@@ -180,6 +186,7 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         StoreError: ``store_path`` is not a steadytune study.
     """
     _check_options(executor, workers, keep_checkpoints)
+    check_group_size(group_size)
     execution = spec_execution(spec)
     planned = plan_runs(spec, store_path, record=not dry_run)
     if dry_run:
@@ -192,7 +199,8 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
         retention = _Retention.start(study, keep_checkpoints, store_path, planned) if keep_checkpoints else None
         session = _Session(study, on_event or _ignore, retention)
         counts = session.plan(planned, execution, workers, str(store_path))
-        session.run(lambda batch: EXECUTORS[executor](batch, session.on_start, session.on_done,
+        size = group_size or auto_group_size([job.execution for job in session.jobs.values()])
+        session.run(lambda batch: EXECUTORS[executor](group_tasks(batch, size), session.on_start, session.on_done,
                                                       workers=workers, ray_address=ray_address))
         if retention is not None:
             counts["checkpoints"] = len(retention.prune(study))

@@ -1,12 +1,13 @@
 """Executors: where the runs of a sweep execute. The driver stays the only store writer.
 
 ``EXECUTORS`` is a literal table from name to function
-``(jobs, on_start, on_done, *, workers, ray_address) -> None``; the contract (jobs,
-outcomes, callbacks) is :mod:`steadytune.sweeps.worker`.
+``(tasks, on_start, on_done, *, workers, ray_address) -> None``, a task being one job or a
+group of jobs trained together (:mod:`steadytune.sweeps.grouping`); the contract (jobs,
+tasks, outcomes, callbacks) is :mod:`steadytune.sweeps.worker`.
 
 * ``local`` (:mod:`steadytune.sweeps.local`) — in-process one run after another
   (``workers=1``), or a spawn-context process pool, several runs per GPU.
-* ``ray`` (:mod:`steadytune.sweeps.ray`) — one Ray task per run, on an existing cluster
+* ``ray`` (:mod:`steadytune.sweeps.ray`) — one Ray task per run or group, on an existing cluster
   (``ray_address``) or on a local Ray started and shut down for the sweep. Ray is an
   optional extra.
 
@@ -27,7 +28,7 @@ class ExecutorError(RuntimeError):
 
 
 EXECUTORS: dict[str, Callable[..., None]] = {"local": run_local, "ray": run_ray}
-"""Executor name -> function ``(jobs, on_start, on_done, *, workers, ray_address)``."""
+"""Executor name -> function ``(tasks, on_start, on_done, *, workers, ray_address)``."""
 
 
 def check_executor(name: str) -> None:

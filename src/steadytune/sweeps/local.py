@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from steadytune.config.execution import Execution
-from steadytune.sweeps.worker import DoneFn, Job, Outcome, StartFn, crashed, execute_run
+from steadytune.sweeps.worker import (
+    DoneFn,
+    Job,
+    Outcome,
+    StartFn,
+    crashed,
+    execute_task,
+)
 
 PR_SET_PDEATHSIG = 1
 RUNS_PER_GPU = 16
@@ -66,23 +73,25 @@ def _init_worker(driver_pid: int, threads: int, counter: Any = None) -> None:
         torch.cuda.set_device(index % torch.cuda.device_count())
 
 
-def run_local(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int = 1,
+def run_local(tasks: list[list[Job]], on_start: StartFn, on_done: DoneFn, *, workers: int = 1,
               ray_address: str | None = None) -> None:
-    """Run ``jobs`` in this process (``workers=1``) or in a spawn process pool.
+    """Run ``tasks`` (each one run, or a group of runs) here (``workers=1``) or in a spawn process pool.
 
     A worker that dies (segfault, out of memory) fails only the runs it held: they are
     recorded as errors and the pool is rebuilt for the rest.
     """
     del ray_address  # the local executor has no cluster
     if workers <= 1:
-        for job in jobs:
-            if on_start(job.run_id):
-                on_done(execute_run(job.run_id, job.cfg, job.checkpoint_dir, job.execution))
+        for task in tasks:
+            claimed = [job for job in task if on_start(job.run_id)]
+            if claimed:
+                for outcome in execute_task(claimed):
+                    on_done(outcome)
         return
-    queue = deque(jobs)
+    queue = deque(tasks)
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")
-    counter = context.Value("i", 0) if uses_gpu([job.execution for job in jobs]) else None
+    counter = context.Value("i", 0) if uses_gpu([job.execution for task in tasks for job in task]) else None
     while queue:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                    initargs=(os.getpid(), threads, counter))
@@ -107,30 +116,30 @@ def _kill(pool: ProcessPoolExecutor) -> None:
         manager.join(timeout=15)
 
 
-def _drain(pool: ProcessPoolExecutor, queue: deque[Job], workers: int, on_start: StartFn,
+def _drain(pool: ProcessPoolExecutor, queue: deque[list[Job]], workers: int, on_start: StartFn,
            on_done: DoneFn) -> None:
-    """Keep ``workers`` jobs in flight until the queue is empty or the pool breaks."""
-    inflight: dict[Future[Outcome], Job] = {}
+    """Keep ``workers`` tasks in flight until the queue is empty or the pool breaks."""
+    inflight: dict[Future[list[Outcome]], list[Job]] = {}
     is_broken = False
     while (queue and not is_broken) or inflight:
         while queue and not is_broken and len(inflight) < workers:
-            job = queue.popleft()
-            if not on_start(job.run_id):
-                continue
-            inflight[pool.submit(execute_run, job.run_id, job.cfg, job.checkpoint_dir, job.execution)] = job
+            claimed = [job for job in queue.popleft() if on_start(job.run_id)]
+            if claimed:
+                inflight[pool.submit(execute_task, claimed)] = claimed
         if not inflight:
             break
         done, _ = wait(inflight, return_when=FIRST_COMPLETED)
         for future in done:
-            job = inflight.pop(future)
+            task = inflight.pop(future)
             try:
-                outcome = future.result()
+                outcomes = future.result()
             except BrokenProcessPool as exc:
                 is_broken = True
-                outcome = crashed(job, exc)
+                outcomes = [crashed(job, exc) for job in task]
             except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result
-                outcome = crashed(job, exc)
-            on_done(outcome)
+                outcomes = [crashed(job, exc) for job in task]
+            for outcome in outcomes:
+                on_done(outcome)
 
 
 __all__ = ["RUNS_PER_GPU", "auto_workers", "run_local", "uses_gpu"]

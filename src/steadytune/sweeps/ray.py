@@ -1,8 +1,9 @@
 """The ``ray`` executor: one Ray task per run; results come back to the (only writing) driver.
 
 Ray is an optional extra (``pip install 'steadytune[ray]'``): it is imported only when this
-executor runs or is checked. A task runs :func:`steadytune.sweeps.worker.execute_run`, so a
-run gives the same numbers here as under the local executor (at the same thread count).
+executor runs or is checked. A task runs :func:`steadytune.sweeps.worker.execute_task` (one run,
+or a group of runs), so a run gives the same numbers here as under the local executor (at
+the same thread count).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from steadytune.sweeps.worker import DoneFn, Job, StartFn, crashed, execute_run
+from steadytune.sweeps.worker import DoneFn, Job, StartFn, crashed, execute_task
 
 RAY_MISSING = "executor 'ray' needs Ray: pip install 'steadytune[ray]'"
 """The message when Ray is not installed."""
@@ -25,9 +26,9 @@ def ray_installed() -> bool:
     return True
 
 
-def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int = 1,
+def run_ray(tasks: list[list[Job]], on_start: StartFn, on_done: DoneFn, *, workers: int = 1,
             ray_address: str | None = None) -> None:
-    """Run each job as a Ray task; results come back to this (the only writing) process.
+    """Run each task (one run, or a group of runs) as a Ray task; results come back to this process.
 
     Uses the Ray already initialised in this process if any; else connects to
     ``ray_address``, or starts a local Ray on every core (shut down afterwards). A task
@@ -50,34 +51,36 @@ def run_ray(jobs: list[Job], on_start: StartFn, on_done: DoneFn, *, workers: int
     elif started:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
-        pending = _submit(ray, jobs, on_start)
+        pending = _submit(ray, tasks, on_start)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            job = pending.pop(ready[0])
+            task = pending.pop(ready[0])
             try:
-                outcome = ray.get(ready[0])
+                outcomes = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - a task that died after its retries
-                outcome = crashed(job, exc)
-            on_done(outcome)
+                outcomes = [crashed(job, exc) for job in task]
+            for outcome in outcomes:
+                on_done(outcome)
     finally:
         if started:
             ray.shutdown()
 
 
-def _submit(ray: Any, jobs: list[Job], on_start: StartFn) -> dict[Any, Job]:
-    """Hand every job that ``on_start`` accepts to Ray; return ``object ref -> job``."""
+def _submit(ray: Any, tasks: list[list[Job]], on_start: StartFn) -> dict[Any, list[Job]]:
+    """Hand every task (its runs that ``on_start`` accepts) to Ray; return ``object ref -> jobs``."""
     resources = ray.cluster_resources()
     max_cpus = max(1, int(resources.get("CPU", 1)))
     has_gpu = resources.get("GPU", 0) >= 1
-    remote = ray.remote(max_retries=2)(execute_run)
-    pending: dict[Any, Job] = {}
-    for job in jobs:
-        gpus = 1 if has_gpu and job.execution.device != "cpu" else 0
-        if not on_start(job.run_id):
+    remote = ray.remote(max_retries=2)(execute_task)
+    pending: dict[Any, list[Job]] = {}
+    for task in tasks:
+        claimed = [job for job in task if on_start(job.run_id)]
+        if not claimed:
             continue
-        ref = remote.options(num_cpus=min(max(1, job.execution.threads), max_cpus),
-                             num_gpus=gpus).remote(job.run_id, job.cfg, job.checkpoint_dir, job.execution)
-        pending[ref] = job
+        execution = claimed[0].execution
+        gpus = 1 if has_gpu and execution.device != "cpu" else 0
+        ref = remote.options(num_cpus=min(max(1, execution.threads), max_cpus), num_gpus=gpus).remote(claimed)
+        pending[ref] = claimed
     return pending
 
 

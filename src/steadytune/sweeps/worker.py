@@ -33,6 +33,8 @@ from typing import Any
 
 from steadytune.config.execution import Execution
 from steadytune.config.run import RunConfig
+from steadytune.training.grouped.loop import train_group
+from steadytune.training.grouped.model import NotGroupable
 from steadytune.training.loop import train_and_evaluate
 from steadytune.training.results import RunResult
 
@@ -162,10 +164,65 @@ def execute_run(run_id: str, cfg: RunConfig, checkpoint_dir: str | None = None,
     return outcome
 
 
+def execute_task(jobs: list[Job]) -> list[Outcome]:
+    """Train ``jobs``: one run alone, or several runs that differ only in their seed as one group.
+
+    A group trains as one grouped model (:func:`~steadytune.training.grouped.loop.train_group`);
+    each run's outcome is what it would be alone. If the group cannot be formed (the model
+    cannot be stacked, :class:`~steadytune.training.grouped.model.NotGroupable`), its runs
+    train one after another instead; any other error fails every run of the group, each
+    with the message and the shared log. Never raises for the runs.
+
+    Returns:
+        One outcome per job, in order.
+    """
+    if len(jobs) == 1:
+        job = jobs[0]
+        return [execute_run(job.run_id, job.cfg, job.checkpoint_dir, job.execution)]
+    buf = io.StringIO()
+    ids = ", ".join(job.run_id for job in jobs)
+    buf.write(f"{_stamp()} start group of {len(jobs)} runs ({ids}): task={jobs[0].cfg.task} "
+              f"seeds={[job.cfg.seed for job in jobs]} pid={os.getpid()} host={socket.gethostname()}\n")
+    start = time.perf_counter()
+    outcomes = [Outcome(job.run_id, None) for job in jobs]
+    with _capture(buf):
+        try:
+            results = _train_group(jobs)
+        except NotGroupable as exc:
+            buf.write(f"{_stamp()} not groupable ({exc}); training the runs one by one\n")
+            results = None
+        except Exception as exc:  # noqa: BLE001 - the sweep must survive any one group
+            for outcome in outcomes:
+                outcome.error = f"{type(exc).__name__}: {exc}"
+            buf.write(traceback.format_exc())
+            results = []
+    if results is None:
+        return [execute_run(job.run_id, job.cfg, job.checkpoint_dir, job.execution) for job in jobs]
+    for outcome, result in zip(outcomes, results):
+        _fill(outcome, result)
+    seconds = round(time.perf_counter() - start, 3)
+    buf.write(f"{_stamp()} end group: {seconds:.1f}s\n")
+    for outcome in outcomes:
+        outcome.seconds, outcome.log = seconds, buf.getvalue()
+    return outcomes
+
+
+def _train_group(jobs: list[Job]) -> list[RunResult]:
+    workdirs: list[str | None] = []
+    for job in jobs:
+        if job.checkpoint_dir is not None:
+            shutil.rmtree(job.checkpoint_dir, ignore_errors=True)  # the leftover of an attempt that was killed
+        workdirs.append(job.checkpoint_dir)
+    execution = jobs[0].execution
+    if any(workdirs):
+        execution = dataclasses.replace(execution, save_final=True)
+    return train_group([job.cfg for job in jobs], workdirs, execution=execution)
+
+
 def crashed(job: Job, exc: BaseException) -> Outcome:
     """The outcome of a job whose worker died or whose result could not come back."""
     message = f"worker failed: {type(exc).__name__}: {exc}"
     return Outcome(job.run_id, None, error=message, log=f"{_stamp()} {message}\n")
 
 
-__all__ = ["DoneFn", "Job", "Outcome", "StartFn", "crashed", "execute_run"]
+__all__ = ["DoneFn", "Job", "Outcome", "StartFn", "crashed", "execute_run", "execute_task"]
