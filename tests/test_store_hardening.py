@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from steadytune.analyses.stats import summarize
 from steadytune.cli.app import app
 from steadytune.config.recipes import resolve_config
-from steadytune.config.run import HASH_EXCLUDED, RunConfig, config_hash
+from steadytune.config.run import HASH_EXCLUDED, WITHIN_GROUP_KEYS, RunConfig, config_hash
 from steadytune.store.leases import (
     LEASE_TTL_SECONDS,
     Owner,
@@ -79,10 +79,11 @@ CHOICE_ALTERNATIVES = {"segment_ids": "zeros", "save_checkpoints": "final", "bat
 def test_every_config_key_except_seed_and_execution_keys_splits_a_group(tmp_path):
     """Fails if any RunConfig key can be left out of the statistics group identity."""
     assert HASH_EXCLUDED == ("data_dir",)  # a new key left out of the identity is a decision
+    assert WITHIN_GROUP_KEYS == ("seed", "head_seed", "data_seed", "dropout_seed", "repeat")  # so is this
     base = resolve_config(task="rte", recipe="devlin2019", seed=1, model="tiny", model_type="bert")
     checked = []
     for field in dataclasses.fields(RunConfig):
-        if field.name in ("seed", *HASH_EXCLUDED):
+        if field.name in (*WITHIN_GROUP_KEYS, *HASH_EXCLUDED):
             continue
         old = getattr(base, field.name)
         new = CHOICE_ALTERNATIVES.get(field.name)
@@ -102,7 +103,19 @@ def test_every_config_key_except_seed_and_execution_keys_splits_a_group(tmp_path
             assert runs["grid"].nunique() == 2, f"{field.name} does not split a statistics group"
             assert all(field.name in g for g in runs["grid"]), list(runs["grid"])
         checked.append(field.name)
-    assert len(checked) == len(dataclasses.fields(RunConfig)) - 1 - len(HASH_EXCLUDED)
+    assert len(checked) == len(dataclasses.fields(RunConfig)) - len(WITHIN_GROUP_KEYS) - len(HASH_EXCLUDED)
+
+
+def test_stream_seeds_and_repeats_vary_within_one_group(tmp_path):
+    base = resolve_config(task="rte", recipe="devlin2019", seed=1, model="tiny", model_type="bert")
+    others = [dataclasses.replace(base, head_seed=2), dataclasses.replace(base, data_seed=3, dropout_seed=4),
+              dataclasses.replace(base, repeat=1), dataclasses.replace(base, seed=2, lr=1e-3)]
+    with Study.open(_store_with(tmp_path, [base, *others]), readonly=True) as study:
+        runs = study.runs_table()
+    assert sorted(runs["grid"]) == ["lr=0.001", "lr=2e-05", "lr=2e-05", "lr=2e-05", "lr=2e-05"]
+    units = runs[runs["grid"] == "lr=2e-05"][["seed", "head_seed", "data_seed", "dropout_seed", "repeat"]]
+    assert sorted(map(tuple, units.to_numpy().tolist())) == [(1, 1, 1, 1, 0), (1, 1, 1, 1, 1), (1, 1, 3, 4, 0),
+                                                            (1, 2, 1, 1, 0)]
 
 
 def test_execution_keys_and_missing_keys_of_old_studies_do_not_split(tmp_path):

@@ -5,6 +5,8 @@ Pure functions over tidy tables (rliable / scikit-learn conventions: explicit
 
     task, model, recipe, grid, seed, metric, final, best, baseline, status
 
+and optionally ``head_seed, data_seed, dropout_seed, repeat`` (``Study.runs_table()`` has
+them; :mod:`steadytune.analyses.repeats`).
 ``final`` / ``best`` are the primary ``metric`` at the last / best-dev checkpoint and
 ``baseline`` the majority baseline, all in [0, 1] units (:mod:`steadytune.metrics`);
 ``status`` is ``"finished"`` or ``"diverged"``.
@@ -20,22 +22,27 @@ Conventions, applied everywhere in this module:
 * ``std`` is the sample standard deviation (ddof=1; NaN for fewer than 2 values). The
   paper does not say which it used; for 25 seeds the two differ by a factor of 1.02.
 * Metric values in output tables are ×100, as the paper prints them; rates are fractions.
+* ``n`` counts seed units (a run seed with its stream seeds), not runs: of the repeats of
+  a unit only the lowest ``repeat`` enters the statistics, and :func:`summarize` reports
+  the spread among repeats beside the spread among seeds
+  (:mod:`steadytune.analyses.repeats`).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from steadytune.analyses.intervals import bootstrap_ci, expected_max, wilson_interval
+from steadytune.analyses.repeats import UNIT_COLUMNS, first_repeats, repeat_spread, with_units
 from steadytune.training.metrics import FAILED_TOL
 
-__all__ = ["bootstrap_ci", "compare_recipes", "expected_max", "expected_max_curve",
-           "failed_mask", "stuck_mask", "summarize", "variance_tests", "wilson_interval", "STUCK_FRACTION"]
+__all__ = ["compare_recipes", "expected_max_curve", "failed_mask", "stuck_mask", "summarize", "variance_tests",
+           "STUCK_FRACTION"]
 
 GROUP_KEYS = ["task", "model", "recipe", "grid"]
 STUCK_FRACTION = 0.8
@@ -73,106 +80,6 @@ def failed_mask(values: np.ndarray, baselines: np.ndarray) -> np.ndarray:
         return np.isnan(v) | (v <= b + FAILED_TOL)
 
 
-def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion k/n (e.g. a failure rate).
-
-    Args:
-        k: number of successes (failed runs), 0 <= k <= n.
-        n: number of trials (runs).
-        confidence: two-sided confidence level in (0, 1).
-
-    Returns:
-        ``(low, high)`` within [0, 1]; ``(nan, nan)`` when ``n == 0``.
-
-    Raises:
-        ValueError: if ``k`` is outside [0, n] or ``confidence`` outside (0, 1).
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n < 0 or not 0 <= k <= max(n, 0):
-        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
-    if n == 0:
-        return (math.nan, math.nan)
-    z = float(sps.norm.isf((1.0 - confidence) / 2.0))
-    p, z2 = k / n, z * z
-    denom = 1.0 + z2 / n
-    center = (p + z2 / (2.0 * n)) / denom
-    half = z * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n)) / denom
-    low = 0.0 if k == 0 else max(0.0, center - half)
-    high = 1.0 if k == n else min(1.0, center + half)
-    return (low, high)
-
-
-def bootstrap_ci(
-    values: np.ndarray,
-    statistic: Callable[[np.ndarray], float] = np.mean,
-    n_resamples: int = 2000,
-    confidence: float = 0.95,
-    random_state: int | np.random.Generator = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of ``statistic`` over runs.
-
-    Args:
-        values: per-run values; NaNs (diverged runs) are dropped first.
-        statistic: function of a 1-D array returning a number; NumPy reductions that take
-            ``axis`` (``np.mean``, ``np.median``, ``np.std``) are applied to all resamples at once.
-        n_resamples: number of bootstrap resamples.
-        confidence: two-sided confidence level in (0, 1).
-        random_state: seed or generator; the same seed gives the same interval.
-
-    Returns:
-        ``(low, high)``; ``(nan, nan)`` when no value is left.
-
-    Raises:
-        ValueError: if ``n_resamples < 1`` or ``confidence`` is outside (0, 1).
-    """
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    v = np.asarray(values, dtype=np.float64).ravel()
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(random_state)
-    idx = rng.integers(0, v.size, size=(n_resamples, v.size))
-    try:  # one vectorised call over all resamples (same draws as the loop below)
-        boot = np.asarray(statistic(v[idx], axis=1), dtype=np.float64)
-    except TypeError:
-        boot = np.array([statistic(v[row]) for row in idx], dtype=np.float64)
-    alpha = 1.0 - confidence
-    low, high = np.percentile(boot, [100.0 * alpha / 2.0, 100.0 * (1.0 - alpha / 2.0)])
-    return (float(low), float(high))
-
-
-def expected_max(values: np.ndarray, n: int | np.ndarray) -> float | np.ndarray:
-    """Expected maximum of ``n`` runs drawn iid from the runs seen (Dodge et al. 2019).
-
-    With sorted values v_(1) <= ... <= v_(N):
-    E[max_n] = sum_i v_(i) * ((i/N)^n - ((i-1)/N)^n). n=1 gives the mean; n -> inf the max.
-
-    Args:
-        values: the N observed values (non-empty, finite; drop diverged runs first).
-        n: number of runs drawn (with replacement), an int >= 1 or an array of them.
-
-    Returns:
-        A float for scalar ``n``, else an array shaped like ``n``.
-
-    Raises:
-        ValueError: if ``values`` is empty or non-finite, or any ``n < 1``.
-    """
-    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
-    if v.size == 0 or not np.all(np.isfinite(v)):
-        raise ValueError("values must be non-empty and finite")
-    n_arr = np.asarray(n)
-    if np.any(n_arr < 1):
-        raise ValueError(f"n must be >= 1, got {n}")
-    frac = np.arange(v.size + 1, dtype=np.float64) / v.size  # 0, 1/N, ..., 1
-    cdf = frac[None, :] ** n_arr.astype(np.float64).reshape(-1, 1)
-    result = np.diff(cdf, axis=1) @ v
-    return float(result[0]) if n_arr.ndim == 0 else result.reshape(n_arr.shape)
-
-
 MIN_GROUP_SIZE = 3
 """Fewest runs per group for Levene / Brown–Forsythe; fewer gives NaN."""
 
@@ -204,8 +111,9 @@ def variance_tests(groups: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def _checked(runs: pd.DataFrame, which: str) -> pd.DataFrame:
-    """Validate the runs table; return a copy with ``value`` (diverged -> NaN) added."""
+def _checked(runs: pd.DataFrame, which: str, repeats: bool = False) -> pd.DataFrame:
+    """Validate the runs table; return a copy with the unit columns and ``value`` (diverged ->
+    NaN) added, keeping only the first repeat of each seed unit unless ``repeats``."""
     if which not in ("final", "best"):
         raise ValueError(f"which must be 'final' or 'best', got {which!r}")
     needed = [*GROUP_KEYS, "seed", "metric", which, "baseline", "status"]
@@ -215,14 +123,14 @@ def _checked(runs: pd.DataFrame, which: str) -> pd.DataFrame:
     bad = sorted(set(runs["status"]) - set(_STATUSES))
     if bad:
         raise ValueError(f"unknown status {bad}; valid: {list(_STATUSES)}")
-    dup = runs.duplicated([*GROUP_KEYS, "seed"], keep=False)
+    out = with_units(runs)
+    dup = out.duplicated([*GROUP_KEYS, *UNIT_COLUMNS, "repeat"], keep=False)
     if dup.any():
-        rows = runs.loc[dup, [*GROUP_KEYS, "seed"]].drop_duplicates().to_dict("records")
-        raise ValueError(f"duplicate runs (same task/model/recipe/grid/seed): {rows[:5]}")
-    out = runs.copy()
+        rows = out.loc[dup, [*GROUP_KEYS, "seed"]].drop_duplicates().to_dict("records")
+        raise ValueError(f"duplicate runs (same task/model/recipe/grid/seed, stream seeds and repeat): {rows[:5]}")
     value = pd.to_numeric(out[which], errors="coerce").astype(np.float64)
     out["value"] = value.where(out["status"] == "finished", np.nan)
-    return out
+    return out if repeats else first_repeats(out, GROUP_KEYS)
 
 
 def _single(group: pd.DataFrame, column: str) -> object:
@@ -252,7 +160,8 @@ def _describe(v: np.ndarray, suffix: str) -> dict[str, float]:
 SUMMARY_COLUMNS = [*GROUP_KEYS, "metric", "n", "n_failed", "failed_rate", "failed_ci_low",
                    "failed_ci_high", "std", "mean", "median", "max", "min", "mean_ci_low",
                    "mean_ci_high", "n_ok", "std_ok", "mean_ok", "median_ok", "max_ok",
-                   "baseline", "n_stuck", "n_best_untrained"]
+                   "baseline", "n_stuck", "n_best_untrained", "n_runs", "n_repeated", "repeat_std",
+                   "repeat_max_diff"]
 """The columns of :func:`summarize`, in order."""
 
 
@@ -273,20 +182,32 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
         prior (:func:`stuck_mask`; needs ``train_loss`` and ``label_entropy`` columns, as
         ``Study.runs_table()`` gives; NaN when unknown for every run of the group), and
         ``n_best_untrained``: runs whose best dev evaluation was the step-0 (untrained)
-        model, as the paper's code allows (needs ``best_step``; NaN when unknown).
+        model, as the paper's code allows (needs ``best_step``; NaN when unknown);
+        then the nondeterminism floor (:func:`~steadytune.analyses.repeats.repeat_spread`):
+        ``n_runs`` (runs, repeats included; ``n`` counts seed units), ``n_repeated``
+        (units run more than once), ``repeat_std`` (pooled std among repeats of a unit,
+        NaN without repeats) and ``repeat_max_diff`` (largest difference within a unit).
         Metric values ×100, rates in [0, 1]. Sorted by the group keys.
 
     Raises:
         ValueError: for missing columns, an unknown ``which`` or status, duplicate
             seeds, or a metric/baseline that varies within a group.
     """
-    df = _checked(runs, which)
-    rows = [_summary_row(keys, g, random_state) for keys, g in df.groupby(GROUP_KEYS, sort=True, dropna=False)]
+    df = _checked(runs, which, repeats=True)
+    rows = [{**_summary_row(keys, first_repeats(g, GROUP_KEYS), random_state), **_floor(g)}
+            for keys, g in df.groupby(GROUP_KEYS, sort=True, dropna=False)]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def _floor(g: pd.DataFrame) -> dict[str, float]:
+    """The spread among repeats of one group (×100), and its number of runs."""
+    spread = repeat_spread(g["value"].to_numpy(dtype=np.float64), g)
+    return {"n_runs": len(g), "n_repeated": spread["n_repeated"], "repeat_std": 100.0 * spread["repeat_std"],
+            "repeat_max_diff": 100.0 * spread["repeat_max_diff"]}
+
+
 def _summary_row(keys: tuple, g: pd.DataFrame, random_state: int) -> dict[str, object]:
-    """One group's row of :func:`summarize`."""
+    """One group's row of :func:`summarize` (one run per seed unit)."""
     baseline = float(_single(g, "baseline"))
     v = g["value"].to_numpy(dtype=np.float64)
     failed = failed_mask(v, baseline)

@@ -26,7 +26,8 @@ def _finish_line(event: FinishEvent, many_models: bool) -> str:
     parts = [event.task]
     if many_models:
         parts.append(Path(event.model).name)
-    parts += [event.recipe, *([event.grid] if event.grid else []), f"seed {event.seed}"]
+    parts += [event.recipe, *([event.grid] if event.grid else []), f"seed {event.seed}",
+              *([event.streams] if event.streams else [])]
     if event.status == "error":
         parts.append(f"[bold red]ERROR[/] {event.error}")
     else:
@@ -166,6 +167,8 @@ def sweep(
     grid: Annotated[Optional[list[str]], typer.Option(help="Sweep a key: key=v1,v2 (repeatable).")] = None,
     train_limit: Annotated[Optional[int], typer.Option(help="Down-sample training data to N examples.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
+    repeats: Annotated[int, typer.Option(help="Run each config and seed N times as distinct runs (the "
+                                              "nondeterminism floor).")] = 1,
     executor: ExecutorOpt = "local",
     ray_address: RayOpt = None,
     workers: WorkersOpt = 0,
@@ -187,7 +190,7 @@ def sweep(
     try:
         spec = SweepSpec(tasks=split_list(tasks), models=model or [DEFAULT_MODEL], recipes=split_list(recipes),
                          seeds=parse_seeds(seeds), overrides=parse_assignments(set_), grid=parse_grid(grid),
-                         train_limit=train_limit, max_steps=max_steps, data_dir=data_dir)
+                         train_limit=train_limit, max_steps=max_steps, data_dir=data_dir, repeats=repeats)
     except study_errors() as exc:
         fail(exc)
         return

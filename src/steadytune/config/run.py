@@ -40,6 +40,14 @@ class RunConfig:
     """Recipe name(s) that were applied, ``+``-joined (informational once resolved)."""
     seed: int = 1
     """Run seed; head-init, data-order and dropout seeds are derived from it."""
+    head_seed: int | None = None
+    """Seed of the head-initialisation stream alone (None = from ``seed``); k gives run seed k's head."""
+    data_seed: int | None = None
+    """Seed of the data-order stream alone (None = from ``seed``); k gives run seed k's batch order."""
+    dropout_seed: int | None = None
+    """Seed of the dropout/mixout stream alone (None = from ``seed``); k gives run seed k's masks."""
+    repeat: int = 0
+    """Repeat index (``sweep --repeats N``): the same config and seeds again as another stored run."""
 
     # --- data ----------------------------------------------------------------------
     data_dir: str | None = None
@@ -146,6 +154,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+SEED_STREAM_KEYS = ("head_seed", "data_seed", "dropout_seed")
+"""Keys that set one seed stream each (None: derived from ``seed``)."""
+WITHIN_GROUP_KEYS = ("seed", *SEED_STREAM_KEYS, "repeat")
+"""What varies *within* a statistics group: the seeds and the repeat index."""
+
+
 def valid_keys() -> list[str]:
     """Names of every key a user can set: the run config's, then the execution keys."""
     return [f.name for f in fields(RunConfig)] + list(EXECUTION_KEYS)
@@ -218,6 +232,10 @@ def _validate(cfg: RunConfig) -> None:
     for key in non_negative:
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)!r}")
+    for key in (*SEED_STREAM_KEYS, "repeat"):
+        value = getattr(cfg, key)
+        if value is not None and value < 0:
+            raise ConfigError(f"{key} must be >= 0, got {value!r}")
     if cfg.epochs == 0 and cfg.max_steps == 0:
         raise ConfigError("either epochs or max_steps must be > 0")
     unit = ("warmup_ratio", "hidden_dropout", "attention_dropout", "classifier_dropout")
@@ -275,9 +293,16 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def within_group_label(cfg: RunConfig) -> str:
+    """The stream seeds and repeat index ``cfg`` sets, ``head_seed=3,repeat=1`` (``""``: none)."""
+    parts = [f"{k}={getattr(cfg, k)}" for k in SEED_STREAM_KEYS if getattr(cfg, k) is not None]
+    return ",".join(parts + ([f"repeat={cfg.repeat}"] if cfg.repeat else []))
+
+
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """What makes runs one statistics group: the config without ``seed``, ``HASH_EXCLUDED``
-    and the execution keys older studies stored in it.
+    """What makes runs one statistics group: the config without :data:`WITHIN_GROUP_KEYS`
+    (the seeds and the repeat index), ``HASH_EXCLUDED`` and the execution keys older studies
+    stored in it.
 
     ``config`` is a resolved config as stored (``RunConfig.to_dict()``); keys missing
     from one stored before they existed take their defaults, so a study written by an
@@ -285,7 +310,7 @@ def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     defaults = RunConfig().to_dict()
     merged = {**defaults, **config}
-    left_out = ("seed", *HASH_EXCLUDED, *LEGACY_EXECUTION_KEYS)
+    left_out = (*WITHIN_GROUP_KEYS, *HASH_EXCLUDED, *LEGACY_EXECUTION_KEYS)
     return {k: v for k, v in merged.items() if k not in left_out}
 
 

@@ -314,7 +314,9 @@ class Study:
         """One row per run, in the :mod:`steadytune.analyses.stats` format (``RUN_COLUMNS``), plus
         ``train_loss`` (the last logged training loss) and ``label_entropy`` (of the
         training labels; NaN for runs recorded before it was stored, and for regression)
-        and ``best_step`` (the step of the best dev evaluation; 0 = the untrained model).
+        and ``best_step`` (the step of the best dev evaluation; 0 = the untrained model),
+        and ``head_seed, data_seed, dropout_seed`` (the seed each stream comes from: the
+        run seed unless the config sets it) and ``repeat`` (the repeat index, 0 by default).
 
         ``grid`` is the statistics group's label within (task, model, recipe): the
         sweep's grid point, extended by every other config key whose value differs
@@ -326,7 +328,7 @@ class Study:
                 the stats functions).
 
         Returns:
-            The runs, sorted by task, model, recipe, grid, seed.
+            The runs, sorted by task, model, recipe, grid, seed, stream seeds, repeat.
         """
         return read_runs(self._conn, all_statuses)
 

@@ -24,7 +24,14 @@ CURVE_COLUMNS = ["run_id", "step", "epoch", "split", "name", "value"]
 DIAG_COLUMNS = ["run_id", "step", "group", "name", "value"]
 """Columns of :meth:`Study.diagnostics_table`."""
 
-_RUN_EXTRAS = ("json_extract(result_json, '$.data.label_entropy') AS label_entropy, "
+# Each run's seed streams as the seed they come from (a stream seed that is not set is the
+# run seed: derive_seeds), and its repeat index; configs stored before these keys lack them.
+_STREAM_COLUMNS = ("head_seed", "data_seed", "dropout_seed")
+WITHIN_COLUMNS = [*_STREAM_COLUMNS, "repeat"]
+"""Columns of :meth:`Study.runs_table` after ``seed`` that tell apart runs of one group and seed."""
+_RUN_EXTRAS = ("".join(f"COALESCE(json_extract(config_json, '$.{k}'), seed) AS {k}, " for k in _STREAM_COLUMNS)
+               + "COALESCE(json_extract(config_json, '$.repeat'), 0) AS repeat, "
+               "json_extract(result_json, '$.data.label_entropy') AS label_entropy, "
                "json_extract(result_json, '$.best_step') AS best_step, "
                "(SELECT c.value FROM curves c WHERE c.run_id = runs.run_id AND c.split = 'train' "
                "AND c.name = 'loss' ORDER BY c.step DESC LIMIT 1) AS train_loss")
@@ -33,7 +40,8 @@ _CHUNK = 500  # run ids per `IN (...)` query, well under SQLite's bound-paramete
 
 
 def read_runs(conn: sqlite3.Connection, all_statuses: bool = False) -> pd.DataFrame:
-    """One row per run: ``RUN_COLUMNS`` plus ``label_entropy``, ``best_step``, ``train_loss``.
+    """One row per run: ``RUN_COLUMNS`` plus ``head_seed, data_seed, dropout_seed, repeat``
+    (:data:`WITHIN_COLUMNS`), ``label_entropy``, ``best_step``, ``train_loss``.
 
     See :meth:`steadytune.store.study.Study.runs_table` for the meaning of the columns.
 
@@ -42,13 +50,17 @@ def read_runs(conn: sqlite3.Connection, all_statuses: bool = False) -> pd.DataFr
         all_statuses: also include pending/running/error rows.
 
     Returns:
-        The runs, sorted by task, model, recipe, grid (the group label), seed.
+        The runs, sorted by task, model, recipe, grid (the group label), seed, then the
+        stream seeds and the repeat index.
     """
     where = "" if all_statuses else "WHERE status IN ('finished', 'diverged')"
     df = pd.read_sql_query(f"SELECT {', '.join(RUN_COLUMNS)}, {_RUN_EXTRAS}, config_json FROM runs "
-                           f"{where} ORDER BY task, model, recipe, grid, seed", conn)
+                           f"{where} ORDER BY task, model, recipe, grid, seed, {', '.join(WITHIN_COLUMNS)}", conn)
     df["grid"] = group_labels(df, [json.loads(c) for c in df.pop("config_json")])
-    df = df.sort_values(["task", "model", "recipe", "grid", "seed"], kind="stable", ignore_index=True)
+    df = df.sort_values(["task", "model", "recipe", "grid", "seed", *WITHIN_COLUMNS], kind="stable",
+                        ignore_index=True)
+    for col in WITHIN_COLUMNS:
+        df[col] = df[col].astype("int64")
     for col in _NUMERIC:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["failed"] = df["failed"].astype("boolean")
@@ -145,6 +157,7 @@ __all__ = [
     "CURVE_COLUMNS",
     "DIAG_COLUMNS",
     "RUN_COLUMNS",
+    "WITHIN_COLUMNS",
     "chunks",
     "group_labels",
     "read_curves",

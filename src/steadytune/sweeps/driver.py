@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from steadytune.config.execution import Execution
-from steadytune.config.run import ConfigError
+from steadytune.config.run import ConfigError, within_group_label
 from steadytune.store.leases import Heartbeat, Owner
 from steadytune.store.study import DONE, Study
 from steadytune.sweeps.checkpoints import checkpoint_root, prune_checkpoints
@@ -374,7 +374,8 @@ def _record(study: Study, outcome: Outcome, job: Job) -> FinishEvent:
     """Write one outcome to the study; return the :class:`FinishEvent` describing it."""
     cfg = job.cfg
     about: dict[str, Any] = {"run_id": outcome.run_id, "task": cfg.task, "model": cfg.model, "recipe": cfg.recipe,
-                             "grid": job.grid, "seed": cfg.seed, "seconds": outcome.seconds, "error": outcome.error}
+                             "grid": job.grid, "seed": cfg.seed, "streams": within_group_label(cfg),
+                             "seconds": outcome.seconds, "error": outcome.error}
     if outcome.result is None:
         study.record_error(outcome.run_id, outcome.error or "unknown error", outcome.log)
         return FinishEvent(**about, status="error", metric=None, value=None, failed=True)

@@ -84,6 +84,8 @@ class FinishEvent:
     """Its final value (None for an error; NaN possible for a diverged run)."""
     failed: bool
     """The run's verdict: failed (at or below the majority baseline, diverged, or error)."""
+    streams: str = ""
+    """The stream seeds and repeat index the run sets, ``head_seed=3,repeat=1`` (``""``: none)."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from steadytune.config.run import (
     DEFAULT_MODEL,
     ConfigError,
     RunConfig,
+    SEED_STREAM_KEYS,
+    WITHIN_GROUP_KEYS,
     coerce,
     config_hash,
     format_value,
@@ -26,6 +28,7 @@ from steadytune.data.loading import validate_data
 from steadytune.training.models import check_max_length, model_type_of
 
 NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds",
+                 "repeat": "--repeats",
                  "device": "--set device=... (an execution setting)",
                  "threads": "--set threads=... (an execution setting)"}
 
@@ -55,10 +58,14 @@ class SweepSpec:
     """Shortcut for the ``max_steps`` override."""
     data_dir: str | None = None
     """Shortcut for the ``data_dir`` override (GLUE folder)."""
+    repeats: int = 1
+    """Run each (config, seed) this many times as distinct stored runs (``repeat`` 0..N-1)."""
 
     def __post_init__(self) -> None:
         for name in ("tasks", "models", "recipes", "seeds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.repeats, int) or isinstance(self.repeats, bool) or self.repeats < 1:
+            raise ConfigError(f"repeats must be an integer >= 1, got {self.repeats!r}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,9 @@ class PlannedRun:
     cfg: RunConfig
     """The fully resolved configuration."""
     grid: str
-    """Grid point, e.g. ``epochs=3,lr=1e-05`` (sorted keys); ``""`` without a grid."""
+    """Grid point, e.g. ``epochs=3,lr=1e-05`` (sorted keys); ``""`` without a grid. Keys that vary
+    within a statistics group (stream seeds, :data:`~steadytune.config.run.WITHIN_GROUP_KEYS`) are
+    left out: they are in ``cfg``."""
     precision_note: str = ""
     """Why ``precision=auto`` became ``cfg.precision`` (set by :func:`with_precision`)."""
 
@@ -96,6 +105,9 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
     """Parse ``["lr=1e-5,2e-5", "epochs=3,10"]`` into ``{"lr": [...], "epochs": [...]}``.
 
+    The seed-stream keys (``head_seed``, ``data_seed``, ``dropout_seed``) also take ranges as
+    ``--seeds`` does: ``head_seed=1-5`` is ``head_seed=1,2,3,4,5``.
+
     Raises:
         ConfigError: malformed item, unknown key (the message names the valid keys), a
             value of the wrong type, an empty or repeated value, a key given twice, or a
@@ -114,6 +126,10 @@ def parse_grid(items: list[str] | None) -> dict[str, list[str]]:
         parts = [v.strip() for v in values.split(",")]
         if not all(parts):
             raise ConfigError(f"grid item {item!r} has an empty value")
+        if key in SEED_STREAM_KEYS and all(_RANGE.match(v) for v in parts):
+            if len(parse_seeds(values)) != sum(len(parse_seeds(v)) for v in parts):
+                raise ConfigError(f"grid item {item!r} repeats a value")
+            parts = [str(v) for v in parse_seeds(values)]
         coerced = [coerce(key, v) for v in parts]  # unknown key -> names the valid ones
         if len(set(coerced)) != len(coerced):
             raise ConfigError(f"grid item {item!r} repeats a value")
@@ -177,10 +193,11 @@ def spec_execution(spec: SweepSpec) -> Execution:
 
 
 def expand(spec: SweepSpec) -> list[PlannedRun]:
-    """Resolve every run of ``spec``: seeds × tasks × models × recipes × grid points.
+    """Resolve every run of ``spec``: seeds × tasks × models × recipes × grid points × repeats.
 
     Seeds are the outer loop, so a study cut short holds balanced partial results.
-    Identical configurations collapse into one run.
+    Identical configurations collapse into one run; repeat ``r`` > 0 of a run is its own
+    run (``repeat`` enters the run id only when > 0, so repeat 0 is the run without repeats).
 
     Raises:
         ConfigError: empty lists, unknown recipe or key, an invalid value, a
@@ -191,16 +208,16 @@ def expand(spec: SweepSpec) -> list[PlannedRun]:
     for name in ("tasks", "models", "recipes", "seeds"):
         if not getattr(spec, name):
             raise ConfigError(f"the sweep has no {name}")
-    parse_grid([f"{k}={','.join(map(str, v))}" for k, v in spec.grid.items()])  # same checks as the CLI
+    grid = parse_grid([f"{k}={','.join(map(str, v))}" for k, v in spec.grid.items()])  # same checks as the CLI
     base, _ = split_execution(_base_overrides(spec))
-    points = _grid_points(spec.grid)
+    points = _grid_points(grid)
     families = {m: model_type_of(m) for m in spec.models}
     runs: dict[str, PlannedRun] = {}
-    for seed, task, model, recipe, point in itertools.product(
-            spec.seeds, spec.tasks, spec.models, spec.recipes, points):
+    for seed, task, model, recipe, point, repeat in itertools.product(
+            spec.seeds, spec.tasks, spec.models, spec.recipes, points, range(spec.repeats)):
         cfg = resolve_config(task=task, recipe=recipe, seed=seed, model=model,
-                             model_type=families[model], overrides={**base, **point})
-        label = ",".join(f"{k}={format_value(getattr(cfg, k))}" for k in sorted(point))
+                             model_type=families[model], overrides={**base, **point, "repeat": repeat})
+        label = ",".join(f"{k}={format_value(getattr(cfg, k))}" for k in sorted(point) if k not in WITHIN_GROUP_KEYS)
         run = PlannedRun(config_hash(cfg), cfg, label)
         runs.setdefault(run.run_id, run)
     for model, max_length in sorted({(r.cfg.model, r.cfg.max_length) for r in runs.values()}):

@@ -122,7 +122,7 @@ def set_up(cfg: RunConfig, execution: Execution) -> RunSetup:
     if execution.threads:
         torch.set_num_threads(execution.threads)
     device = _device(execution)
-    seeds = derive_seeds(cfg.seed)
+    seeds = derive_seeds(cfg.seed, head_seed=cfg.head_seed, data_seed=cfg.data_seed, dropout_seed=cfg.dropout_seed)
     tokenizer = load_tokenizer(cfg.model)
     model_config = load_config(cfg.model)
     check_max_length(cfg.max_length, cfg.model, model_config)

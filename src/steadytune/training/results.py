@@ -133,17 +133,39 @@ def _records(frame: pd.DataFrame | None, columns: list[str]) -> Iterable[tuple]:
     return zip(*(frame[c].tolist() for c in columns))  # tolist: Python scalars, and fast
 
 
-def derive_seeds(seed: int) -> dict[str, int]:
+STREAMS = {"head_seed": "head_init", "data_seed": "data_order", "dropout_seed": "dropout"}
+"""Config key that sets a stream -> the stream's name in a result's ``seeds``."""
+
+
+def derive_seeds(seed: int, *, head_seed: int | None = None, data_seed: int | None = None,
+                 dropout_seed: int | None = None) -> dict[str, int]:
     """Separate, recorded seeds for head initialisation, data order and dropout.
 
     Derived with ``numpy.random.SeedSequence`` so the three streams are independent
-    and a different run seed changes all of them.
+    and a different run seed changes all of them. A stream seed that is set replaces
+    that stream alone by the one run seed ``k`` would derive: ``head_seed=k`` gives run
+    seed k's head initialisation, and the other streams stay those of ``seed``.
+
+    Args:
+        seed: the run seed (>= 0).
+        head_seed, data_seed, dropout_seed: a stream's own seed (>= 0), None = from ``seed``.
 
     Returns:
-        ``{"run": seed, "head_init": ..., "data_order": ..., "dropout": ...}``.
+        ``{"run": seed, "head_init": ..., "data_order": ..., "dropout": ...}`` plus, for each
+        stream seed that was set, its key and value (e.g. ``"head_seed": 3``): the record
+        says which streams were set.
     """
+    out = {"run": int(seed), **_streams(seed)}
+    for key, own in (("head_seed", head_seed), ("data_seed", data_seed), ("dropout_seed", dropout_seed)):
+        if own is not None:
+            out[STREAMS[key]] = _streams(own)[STREAMS[key]]
+            out[key] = int(own)
+    return out
+
+
+def _streams(seed: int) -> dict[str, int]:
     head, data, dropout = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(3))
-    return {"run": int(seed), "head_init": head, "data_order": data, "dropout": dropout}
+    return {"head_init": head, "data_order": data, "dropout": dropout}
 
 
 def versions() -> dict[str, str]:
@@ -319,6 +341,7 @@ __all__ = [
     "RunResult",
     "curve_rows",
     "curves_frame",
+    "STREAMS",
     "derive_seeds",
     "diag_rows",
     "diagnostics_frame",
