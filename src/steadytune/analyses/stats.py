@@ -41,7 +41,7 @@ from steadytune.analyses.intervals import bootstrap_ci, expected_max, wilson_int
 from steadytune.analyses.repeats import UNIT_COLUMNS, first_repeats, repeat_spread, with_units
 from steadytune.training.metrics import FAILED_TOL
 
-__all__ = ["compare_recipes", "expected_max_curve", "failed_mask", "stuck_mask", "summarize", "variance_tests",
+__all__ = ["checked_runs", "compare_recipes", "expected_max_curve", "failed_mask", "stuck_mask", "summarize", "variance_tests",
            "STUCK_FRACTION"]
 
 GROUP_KEYS = ["task", "model", "recipe", "grid"]
@@ -131,6 +131,21 @@ def _checked(runs: pd.DataFrame, which: str, repeats: bool = False) -> pd.DataFr
     value = pd.to_numeric(out[which], errors="coerce").astype(np.float64)
     out["value"] = value.where(out["status"] == "finished", np.nan)
     return out if repeats else first_repeats(out, GROUP_KEYS)
+
+
+def checked_runs(runs: pd.DataFrame, which: str = "final", repeats: bool = False) -> pd.DataFrame:
+    """The runs table checked as :func:`summarize` checks it, with the seed-unit columns and
+    ``value`` (the ``which`` metric, NaN for diverged runs), for other aggregates to group.
+
+    Args:
+        runs: the runs table (module docstring).
+        which: ``"final"`` or ``"best"``.
+        repeats: keep every repeat of a seed unit (default: only the first, as the statistics count).
+
+    Raises:
+        ValueError: as :func:`summarize`.
+    """
+    return _checked(runs, which, repeats)
 
 
 def _single(group: pd.DataFrame, column: str) -> object:

@@ -1,0 +1,98 @@
+"""``steadytune plan``: how many seeds, from a pilot study or stated values (registered in :mod:`steadytune.cli.app`).
+
+Parses its options, makes one call (:func:`steadytune.analyses.planning.plan_study`) and
+prints the answer: one line per pair of recipes and quantity, or a table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(stderr=True)
+
+PRECISION_NS = (1, 2, 3, 5, 10, 20, 30, 50)
+"""The numbers of seeds the ``--precision`` table shows (besides the pilot's)."""
+
+
+def _fail(exc: BaseException) -> None:
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a message is text, not markup
+    raise typer.Exit(code=2)
+
+
+def _pair(option: str, text: Optional[str]) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{option} takes two numbers, A,B (e.g. 0.3,0.1), got {text!r}") from None
+
+
+def plan(
+    study: Annotated[Optional[Path], typer.Argument(help="A pilot study (omit to plan from stated values).")] = None,
+    recipes: Annotated[Optional[str], typer.Option(help="Compare these two: A,B (default every pair).")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Only these tasks of the pilot (comma-separated).")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level, in (0, 1).")] = 0.05,
+    power: Annotated[float, typer.Option(help="Power, in (0, 1).")] = 0.8,
+    alternative: Annotated[str, typer.Option(help="two-sided, or larger (A's value is larger).")] = "two-sided",
+    which: Annotated[str, typer.Option(help="final or best (dev checkpoint) of the pilot.")] = "final",
+    rates: Annotated[Optional[str], typer.Option(help="Stated failure rates of A and B: 0.3,0.1.")] = None,
+    means: Annotated[Optional[str], typer.Option(help="Stated mean scores of A and B (needs --stds).")] = None,
+    stds: Annotated[Optional[str], typer.Option(help="Stated stds of A and B.")] = None,
+    precision: Annotated[bool, typer.Option("--precision", help="What more seeds would buy each recipe of the "
+                                                               "pilot: intervals and expected max against n.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="lines (or a table with --precision), csv or json.")] = "lines",
+) -> None:
+    """How many seeds per recipe show a difference in failure rate, mean and spread."""
+    # pandas and SciPy come with the planning module: imported when the command runs
+    from steadytune.analyses.planning import plan_lines, plan_study
+    from steadytune.store.file import StoreError  # with the planning module, for the same reason
+
+    try:
+        if fmt not in ("lines", "csv", "json"):
+            raise ValueError(f"--format must be lines, csv or json, not {fmt!r}")
+        table = plan_study(study, precision=precision, recipes=recipes.split(",") if recipes else None,
+                           tasks=tasks.split(",") if tasks else None, rates=_pair("--rates", rates),
+                           means=_pair("--means", means), stds=_pair("--stds", stds), alpha=alpha, power=power,
+                           alternative=alternative, which=which)
+    except (ValueError, FileNotFoundError, StoreError) as exc:
+        _fail(exc)
+        return
+    if fmt == "json":
+        typer.echo(json.dumps(table.astype(object).where(table.notna(), None).to_dict("records"), indent=2))
+    elif fmt == "csv":
+        typer.echo(table.to_csv(index=False), nl=False)
+    elif precision:
+        _precision_table(table)
+    else:
+        for line in plan_lines(table):
+            typer.echo(line)
+
+
+def _precision_table(table: object) -> None:
+    from rich.table import Table  # rich only when something is printed
+
+    out = Console()
+    if not out.is_terminal:
+        out.width = 200
+    view = Table(title="what more seeds would buy (extrapolated from the pilot runs; scores x100, rates as fractions)")
+    for col in ("task", "recipe", "grid", "seeds", "mean ±", "failed rate", "failed CI width", "expected max",
+                "max 5-95%"):
+        view.add_column(col, justify="left" if col in ("task", "recipe", "grid") else "right")
+    for r in table.to_dict("records"):  # type: ignore[attr-defined]
+        if r["n_seeds"] not in PRECISION_NS and r["n_seeds"] != r["n_pilot"]:
+            continue
+        pilot = " (pilot)" if r["n_seeds"] == r["n_pilot"] else ""
+        view.add_row(r["task"], r["recipe"], r["grid"], f"{r['n_seeds']}{pilot}", f"{r['mean_ci_half_width']:.2f}",
+                     f"{r['failed_rate']:.2f}", f"{r['failed_ci_width']:.2f}", f"{r['expected_max']:.2f}",
+                     f"{r['max_p05']:.2f}–{r['max_p95']:.2f}")
+    out.print(view)
+
+
+__all__ = ["plan"]
