@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -109,6 +110,9 @@ def test_cpu_repeats_are_bit_identical_and_resume_is_exact(tiny_bert, tiny_glue,
     row = summarize(runs).iloc[0]
     assert (row["n"], row["n_runs"], row["n_repeated"]) == (2, 6, 2)
     assert row["repeat_std"] == 0.0 and row["repeat_max_diff"] == 0.0
+    shown = CliRunner().invoke(app, ["summary", str(store)])
+    assert shown.exit_code == 0 and "repeat std" in shown.stdout
+    assert shown.stdout.split("repeat std")[1].split("\n")[2].rstrip(" │").endswith("6 │       0.00")
 
 
 def test_a_factorial_sweep_is_one_group_of_head_x_data_units(tiny_bert, tiny_glue, tmp_path):
@@ -121,3 +125,12 @@ def test_a_factorial_sweep_is_one_group_of_head_x_data_units(tiny_bert, tiny_glu
     assert set(runs["dropout_seed"]) == {1}
     row = summarize(runs).iloc[0]
     assert (row["n"], row["n_runs"]) == (6, 6)
+    res = CliRunner().invoke(app, ["summary", str(store), "--variance", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    table = pd.read_json(io.StringIO(res.stdout))
+    assert list(table["component"]) == ["head_init", "data_order", "residual", "total"]
+    assert set(table["design"]) == {"head_init 3 × data_order 2, 1 run per cell"}
+    shown = CliRunner().invoke(app, ["summary", str(store), "--variance"])
+    assert shown.exit_code == 0 and "head_init" in shown.stdout and "which seed stream" in shown.stdout
+    both = CliRunner().invoke(app, ["summary", str(store), "--variance", "--robust"])
+    assert both.exit_code == 2 and "choose one of --variance, --robust, --improvement" in both.output

@@ -13,7 +13,7 @@ from typing import Callable
 
 import typer
 
-from steadytune.cli import analyses, planning, runs, studies, sweeps
+from steadytune.cli import analyses, runs, statistics, studies, sweeps
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "run": runs.run,
@@ -28,7 +28,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "forgetting": analyses.forgetting,
     "surface": analyses.surface,
     "generalisation": analyses.generalisation,
-    "plan": planning.plan,
+    "plan": statistics.plan,
 }
 """Command name -> the function that parses its options, calls the library and prints."""
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from steadytune.cli.common import console, fail, study_errors, wide_console
+from steadytune.cli.statistics import print_view, view_function
 
 
 def _summary_tables(summary: object, comparison: object, which: str) -> None:
@@ -17,13 +18,19 @@ def _summary_tables(summary: object, comparison: object, which: str) -> None:
     out = wide_console()
     table = Table(title=f"seed-sweep summary ({which} checkpoint, x100)")
     cols = ["task", "model", "recipe", "grid", "metric", "n", "failed", "stuck", "std", "mean", "median", "max"]
-    for col in cols:
+    repeated = bool(summary["n_repeated"].sum())  # type: ignore[index]
+    for col in cols + (["runs", "repeat std"] if repeated else []):
         table.add_column(col, justify="left" if col in cols[:5] else "right")
     for r in summary.to_dict("records"):  # type: ignore[attr-defined]
         stuck = "–" if r["n_stuck"] != r["n_stuck"] else str(int(r["n_stuck"]))  # NaN: not recorded
+        floor = [str(r["n_runs"]), "–" if r["repeat_std"] != r["repeat_std"] else f"{r['repeat_std']:.2f}"]
         table.add_row(r["task"], Path(r["model"]).name, r["recipe"], r["grid"], r["metric"], str(r["n"]),
-                      str(r["n_failed"]), stuck, *(f"{r[k]:.2f}" for k in ("std", "mean", "median", "max")))
+                      str(r["n_failed"]), stuck, *(f"{r[k]:.2f}" for k in ("std", "mean", "median", "max")),
+                      *(floor if repeated else []))
     out.print(table)
+    if repeated:
+        out.print("n counts seeds; runs counts repeats too; repeat std = spread among repeats of one seed (the "
+                  "nondeterminism floor), beside std, the spread among seeds", style="dim")
     out.print("stuck = runs whose last training loss is still >= 80% of the label-prior entropy "
               "(never left the majority solution: an optimisation failure; – = not recorded)", style="dim")
     untrained = summary["n_best_untrained"].fillna(0).sum()  # type: ignore[index]
@@ -45,6 +52,11 @@ def summary(
     study: Annotated[Path, typer.Argument(help="The study file.")],
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
     which: Annotated[str, typer.Option(help="final or best (dev checkpoint).")] = "final",
+    variance: Annotated[bool, typer.Option("--variance", help="Instead: variance components of a factorial "
+                                                             "study (head init, data order, dropout).")] = False,
+    robust: Annotated[bool, typer.Option("--robust", help="Instead: IQM with bootstrap intervals.")] = False,
+    improvement: Annotated[bool, typer.Option("--improvement", help="Instead: P(A > B) on a random seed, "
+                                                                   "per pair of recipes.")] = False,
 ) -> None:
     """Seed-sweep statistics per task, model, recipe and grid point (values x100)."""
     from steadytune.analyses.stats import (  # lazy: `steadytune --help` stays fast
@@ -53,11 +65,17 @@ def summary(
     )
     from steadytune.store.study import Study  # lazy: `steadytune --help` stays fast
 
+    chosen = [name for name, on in (("variance", variance), ("robust", robust), ("improvement", improvement)) if on]
     if fmt not in ("table", "csv", "json"):
         fail(ValueError(f"--format must be table, csv or json, not {fmt!r}"))
+    if len(chosen) > 1:
+        fail(ValueError(f"choose one of --variance, --robust, --improvement, not {' and '.join(chosen)}"))
     try:
         with Study.open(study, readonly=True) as st:
             runs = st.runs_table()
+        if chosen:
+            print_view(chosen[0], view_function(chosen[0])(runs, which=which), fmt)
+            return
         result = summarize(runs, which=which)
         comparison = compare_recipes(runs, which=which) if fmt == "table" else None
     except (*study_errors(), ValueError) as exc:

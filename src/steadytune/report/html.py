@@ -34,6 +34,7 @@ from steadytune.report.plots import (
     plot_learning_curves,
     scored_runs,
 )
+from steadytune.report.seeds import seed_sections
 from steadytune.report.sections import analysis_sections, generalisation_sections
 from steadytune.report.tables import comparison_html, runs_html, table1_html
 from steadytune.store.study import Study
@@ -68,8 +69,9 @@ def build_report(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
 
     Sections: header (run counts by status, models, time, versions); Table 1 per task
     (final and best-dev checkpoint); recipe comparison (Levene, Brown–Forsythe); box
-    plots (final, best); learning curves; expected max vs seeds; the caller's extra
-    sections; every run. With no finished run, the page says so and lists the runs.
+    plots (final, best); learning curves; expected max vs seeds; what more seeds would
+    buy and how many to run; robust aggregates; the variance components of a factorial
+    study (:mod:`steadytune.report.seeds`); the caller's extra sections; every run. With no finished run, the page says so and lists the runs.
 
     Args:
         runs: the runs table (:mod:`steadytune.analyses.stats`; statuses other than
@@ -162,7 +164,7 @@ def _stability_sections(scored: pd.DataFrame, curves: pd.DataFrame, figdir: Path
                            "Expected best dev value of n seeds drawn from these runs (Dodge et al., 2019).")
     return [("Table 1: spread over seeds", table1), ("Recipe comparison: equality of variances", comparison),
             ("Box plots", box), ("Learning curves", curves_body),
-            ("Expected maximum vs number of seeds", expected)]
+            ("Expected maximum vs number of seeds", expected), *seed_sections(scored, figdir)]
 
 
 def _header(runs: pd.DataFrame, title: str, study_name: str | None) -> str:

@@ -1,7 +1,9 @@
-"""``steadytune plan``: how many seeds, from a pilot study or stated values (registered in :mod:`steadytune.cli.app`).
+"""The seed-study statistics on the command line (registered in :mod:`steadytune.cli.app`).
 
-Parses its options, makes one call (:func:`steadytune.analyses.planning.plan_study`) and
-prints the answer: one line per pair of recipes and quantity, or a table.
+``steadytune plan`` parses its options, makes one call
+(:func:`steadytune.analyses.planning.plan_study`) and prints the answer: one line per pair
+of recipes and quantity, or a table. :func:`print_view` prints the other views of
+``steadytune summary`` (``--variance``, ``--robust``, ``--improvement``).
 """
 
 from __future__ import annotations
@@ -11,18 +13,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-console = Console(stderr=True)
+from steadytune.cli.common import fail, wide_console
 
 PRECISION_NS = (1, 2, 3, 5, 10, 20, 30, 50)
 """The numbers of seeds the ``--precision`` table shows (besides the pilot's)."""
-
-
-def _fail(exc: BaseException) -> None:
-    console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)  # a message is text, not markup
-    raise typer.Exit(code=2)
 
 
 def _pair(option: str, text: Optional[str]) -> Optional[list[float]]:
@@ -62,7 +58,7 @@ def plan(
                            means=_pair("--means", means), stds=_pair("--stds", stds), alpha=alpha, power=power,
                            alternative=alternative, which=which)
     except (ValueError, FileNotFoundError, StoreError) as exc:
-        _fail(exc)
+        fail(exc)
         return
     if fmt == "json":
         typer.echo(json.dumps(table.astype(object).where(table.notna(), None).to_dict("records"), indent=2))
@@ -78,9 +74,7 @@ def plan(
 def _precision_table(table: object) -> None:
     from rich.table import Table  # rich only when something is printed
 
-    out = Console()
-    if not out.is_terminal:
-        out.width = 200
+    out = wide_console()
     view = Table(title="what more seeds would buy (extrapolated from the pilot runs; scores x100, rates as fractions)")
     for col in ("task", "recipe", "grid", "seeds", "mean ±", "failed rate", "failed CI width", "expected max",
                 "max 5-95%"):
@@ -95,4 +89,63 @@ def _precision_table(table: object) -> None:
     out.print(view)
 
 
-__all__ = ["plan"]
+def _pct(x: float) -> str:
+    return "–" if x != x else f"{100 * x:.0f}%"
+
+
+def _num(x: float) -> str:
+    return "–" if x != x else f"{x:.2f}"
+
+
+VIEWS: dict[str, tuple[str, list[tuple[str, object]]]] = {
+    "variance": ("variance components of the score (x100): which seed stream causes the spread", [
+        ("task", lambda r: r["task"]), ("recipe", lambda r: r["recipe"]), ("grid", lambda r: r["grid"]),
+        ("design", lambda r: r["design"]), ("component", lambda r: r["component"]),
+        ("variance", lambda r: _num(r["variance"])), ("std", lambda r: _num(r["std"])),
+        ("share", lambda r: _pct(r["share"])),
+        ("share 95% CI", lambda r: f"{_pct(r['share_ci_low'])}–{_pct(r['share_ci_high'])}")]),
+    "robust": ("robust aggregates (x100): interquartile mean with a 95% bootstrap interval", [
+        ("task", lambda r: r["task"]), ("recipe", lambda r: r["recipe"]), ("grid", lambda r: r["grid"]),
+        ("metric", lambda r: r["metric"]), ("n", lambda r: str(r["n"])), ("IQM", lambda r: _num(r["iqm"])),
+        ("IQM 95% CI", lambda r: f"{_num(r['iqm_ci_low'])}–{_num(r['iqm_ci_high'])}"),
+        ("median", lambda r: _num(r["median"])), ("mean", lambda r: _num(r["mean"]))]),
+    "improvement": ("P(A > B): the probability that A scores higher than B on a random seed", [
+        ("task", lambda r: r["task"]), ("grid", lambda r: r["grid"]), ("A", lambda r: r["recipe_a"]),
+        ("B", lambda r: r["recipe_b"]), ("n A", lambda r: str(r["n_a"])), ("n B", lambda r: str(r["n_b"])),
+        ("P(A > B)", lambda r: f"{r['p_a_beats_b']:.2f}"),
+        ("95% CI", lambda r: f"{r['ci_low']:.2f}–{r['ci_high']:.2f}")]),
+}
+"""``summary`` view -> its title and ``(column, cell of a row)`` for the table format."""
+
+
+def view_function(view: str):  # type: ignore[no-untyped-def]
+    """The library function of a ``summary`` view: ``(runs, which=...) -> table``."""
+    # the analyses load pandas and SciPy: imported when the command runs (`steadytune --help` stays fast)
+    from steadytune.analyses.robust import improvement_table, robust_summary
+    from steadytune.analyses.variance import variance_components
+
+    return {"variance": variance_components, "robust": robust_summary, "improvement": improvement_table}[view]
+
+
+def print_view(view: str, table: object, fmt: str) -> None:
+    """Print a ``summary`` view's table (a DataFrame) as a table, CSV or JSON (stdout)."""
+    from rich.table import Table  # rich only when something is printed
+
+    if fmt == "json":
+        typer.echo(json.dumps(table.astype(object).where(table.notna(), None).to_dict("records"),  # type: ignore
+                              indent=2))
+        return
+    if fmt == "csv":
+        typer.echo(table.to_csv(index=False), nl=False)  # type: ignore[attr-defined]
+        return
+    title, columns = VIEWS[view]
+    out = wide_console()
+    shown = Table(title=title)
+    for name, _ in columns:
+        shown.add_column(escape(name))
+    for r in table.to_dict("records"):  # type: ignore[attr-defined]
+        shown.add_row(*(escape(str(cell(r))) for _, cell in columns))  # type: ignore[operator]
+    out.print(shown)
+
+
+__all__ = ["VIEWS", "plan", "print_view", "view_function"]
