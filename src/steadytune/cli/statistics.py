@@ -122,7 +122,7 @@ def view_function(view: str):  # type: ignore[no-untyped-def]
     """The library function of a ``summary`` view: ``(runs, which=...) -> table``."""
     # the analyses load pandas and SciPy: imported when the command runs (`steadytune --help` stays fast)
     from steadytune.analyses.robust import improvement_table, robust_summary
-    from steadytune.analyses.variance import variance_components
+    from steadytune.analyses.variance import variance_components  # as above
 
     return {"variance": variance_components, "robust": robust_summary, "improvement": improvement_table}[view]
 
