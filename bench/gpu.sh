@@ -6,6 +6,9 @@
 #   bash bench/gpu.sh run       # on the GPU machine (carry .gpu_bundle); about 9 minutes
 #   bash bench/gpu.sh regime    # there: the failing-regime study (RTE, CoLA; lr x bias correction x
 #                               # epochs 3/20 on 256-example slices), 16 workers, until BUDGET ends
+#   bash bench/gpu.sh seeds     # there: the factorial seed study (CoLA 1,000 examples, 5 head x 5 data
+#                               # seeds: devlin2019 with 2 repeats each, ~2.5 min, then mosbach2021 once
+#                               # each, ~5.5 min), until BUDGET ends
 #
 # Part 1 (packing): the same MiniLM runs (RTE, 1024-example slice, mosbach2021, 3 epochs,
 # diagnostics at the default cadence) with workers = 1, 4, 8, 16 on one GPU; prints wall time,
@@ -120,5 +123,32 @@ regime)
   checkpoint_study "$STORE"
   cp /tmp/regime.log "$OUTDIR/"
   ;;
-*) echo "usage: bash bench/gpu.sh prepare|run|regime" >&2; exit 2 ;;
+seeds)
+  # Which seed stream causes the spread, and the nondeterminism floor (docs/reproduction.md § 5).
+  # MODEL=minilm DATA=../shared/data/glue DEVICE=cpu WORKERS=2 EXTRA="--max-steps 4 --set dev_limit=64"
+  # TRAIN_LIMIT=32 OUT=/tmp/seeds-rehearsal bash bench/gpu.sh seeds   # a CPU rehearsal
+  OUTDIR=${OUT:-/tmp/gpu-out}; mkdir -p "$OUTDIR"
+  BUDGET=${BUDGET:-480}
+  T0=$(date +%s)
+  exec > >(tee "$OUTDIR/gpu-seeds.txt") 2>&1
+  setup_python
+  STORE=$OUTDIR/factorial-cola1k-gpu.db
+  [ -f results/factorial-cola1k-gpu.db ] && [ ! -f $STORE ] && cp results/factorial-cola1k-gpu.db $STORE  # resume
+  for RUN in devlin2019:2 mosbach2021:1; do  # one sweep each: a cut-short study still has one complete design
+    RECIPE=${RUN%:*}; REPEATS=${RUN#*:}
+    LEFT=$(( BUDGET - ($(date +%s) - T0) - 20 ))
+    [ "$LEFT" -gt 30 ] || { echo "$RECIPE skipped (time)"; continue; }
+    timeout -s INT -k 15 $LEFT "$PY" -m steadytune sweep --tasks cola --recipes $RECIPE --seeds 1 \
+      --grid head_seed=1-5 --grid data_seed=1-5 --repeats $REPEATS --train-limit ${TRAIN_LIMIT:-1000} \
+      --model ${MODEL:-$BUNDLE/minilm-fp16} --data-dir ${DATA:-$BUNDLE/glue} --set evals_per_epoch=1 \
+      --set diag_every=50 --set device=${DEVICE:-cuda} --store $STORE --workers ${WORKERS:-16} ${EXTRA:-} \
+      >/tmp/seeds-$RECIPE.log 2>&1 || true
+    tail -2 /tmp/seeds-$RECIPE.log
+  done
+  checkpoint_study "$STORE"
+  "$PY" -m steadytune summary $STORE 2>&1 | head -20 || true
+  "$PY" -m steadytune summary $STORE --variance 2>&1 | head -30 || true
+  cp /tmp/seeds-*.log "$OUTDIR/" 2>/dev/null || true
+  ;;
+*) echo "usage: bash bench/gpu.sh prepare|run|regime|seeds" >&2; exit 2 ;;
 esac

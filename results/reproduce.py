@@ -269,6 +269,73 @@ def table_stuck_runs() -> str:
                                                 "stuck"]))
 
 
+# ------------------------------------------------------------------ seed-study statistics
+
+PLAN_PAIR = ["devlin2019", "mosbach2021"]
+
+
+def table_plan(name: str = "table1-cola1k-cpu") -> str:
+    """`steadytune plan results/<name>.db --recipes devlin2019,mosbach2021`: one line per quantity."""
+    from steadytune.analyses.planning import plan_lines, plan_seeds
+
+    runs, _ = load(name)
+    return "\n".join(f"* {line}" for line in plan_lines(plan_seeds(runs, recipes=PLAN_PAIR)))
+
+
+def table_precision(name: str = "table1-cola1k-cpu", ns: tuple[int, ...] = (5, 10, 20, 50)) -> str:
+    """`steadytune plan results/<name>.db --precision`, the two recipes at a few numbers of seeds."""
+    from steadytune.analyses.planning import precision_table
+
+    runs, _ = load(name)
+    table = precision_table(runs[runs["recipe"].isin(PLAN_PAIR)])
+    rows = [[r.recipe, str(r.n_seeds) + (" (as run)" if r.n_seeds == r.n_pilot else ""),
+             f"± {_f(r.mean_ci_half_width, 2)}", f"{100 * r.failed_rate:.0f}%", _f(100 * r.failed_ci_width, 0),
+             _f(r.expected_max, 2), f"{_f(r.max_p05, 2)}–{_f(r.max_p95, 2)}"]
+            for r in table.itertuples() if r.n_seeds in ns]
+    return markdown(pd.DataFrame(rows, columns=["recipe", "seeds", "95% CI of the mean", "failure rate (pilot)",
+                                                "expected width of its 95% CI (points)", "expected best",
+                                                "best: 5–95%"]))
+
+
+FACTORIAL = ("factorial-cola1k-gpu", "factorial-cola1k-cpu")
+"""The factorial seed studies this page reports, when they are in results/ (GPU first)."""
+
+
+def table_factorial() -> str:
+    """Variance components per recipe of each factorial study present (§ 5)."""
+    present = [name for name in FACTORIAL if (RESULTS / f"{name}.db").exists()]
+    if not present:
+        return ("Not run yet: neither `results/factorial-cola1k-gpu.db` nor `results/factorial-cola1k-cpu.db` "
+                "is in this checkout (commands above).")
+    return "\n\n".join(_factorial_study(name) for name in present)
+
+
+def _factorial_study(name: str) -> str:
+    from steadytune.analyses.stats import summarize
+    from steadytune.analyses.variance import variance_components
+
+    runs, _ = load(name)
+    parts = []
+    for recipe, part in runs.groupby("recipe", sort=True):
+        s = summarize(part).iloc[0]
+        floor = ("no repeats" if not s["n_repeated"] else
+                 f"spread among repeats of one seed (std) {_f(s['repeat_std'], 3)}, largest difference "
+                 f"{_f(s['repeat_max_diff'], 3)}")
+        head = (f"`{name}`, **{recipe}**: {int(s['n'])} seed combinations ({int(s['n_runs'])} runs), "
+                f"{int(s['n_failed'])} failed, mean {_f(s['mean'])}, std {_f(s['std'])}; {floor}.")
+        try:
+            table = variance_components(part)
+        except ValueError as exc:
+            parts.append(f"{head} No decomposition: {exc}.")
+            continue
+        rows = [[r.component, _f(r.variance, 2), _f(r.std, 2), f"{100 * r.share:.0f}%" if np.isfinite(r.share) else "–",
+                 f"{100 * r.share_ci_low:.0f}–{100 * r.share_ci_high:.0f}%" if np.isfinite(r.share_ci_low) else "–"]
+                for r in table.itertuples()]
+        parts.append(f"{head} Design: {table['design'].iloc[0]}.\n\n" + markdown(pd.DataFrame(
+            rows, columns=["component", "variance (×100²)", "std (×100)", "share", "share 95% CI"])))
+    return "\n\n".join(parts)
+
+
 TABLES = {
     "table1": table_table1,
     "levene": table_levene,
@@ -289,6 +356,9 @@ TABLES = {
     "forgetting-stuck": lambda: table_forgetting("forgetting-rte-stuck"),
     "surface-stuck": lambda: table_surface("surface-rte-stuck"),
     "surface-stuck-train": lambda: table_surface("surface-rte-stuck-train"),
+    "plan-cola1k": table_plan,
+    "precision-cola1k": table_precision,
+    "factorial-cola1k": table_factorial,
 }
 
 
