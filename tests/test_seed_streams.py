@@ -19,7 +19,7 @@ CPU = Execution(device="cpu", threads=1)
 
 
 def _cfg(model, glue, **over):
-    base = {"data_dir": str(glue), "max_steps": 6, "evals_per_epoch": 1}
+    base = {"data_dir": str(glue), "max_steps": 6, "evals_per_epoch": 1, "precision": "fp32"}  # set_up needs it
     base.update(over)
     return resolve_for_model(task="rte", recipe="devlin2019", seed=base.pop("seed", 1), model=str(model),
                              overrides=base)

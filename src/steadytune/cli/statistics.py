@@ -97,17 +97,21 @@ def _num(x: float) -> str:
     return "–" if x != x else f"{x:.2f}"
 
 
+def _range(low: str, high: str) -> str:
+    return "–" if "–" in (low, high) else f"{low}–{high}"
+
+
 VIEWS: dict[str, tuple[str, list[tuple[str, object]]]] = {
     "variance": ("variance components of the score (x100): which seed stream causes the spread", [
         ("task", lambda r: r["task"]), ("recipe", lambda r: r["recipe"]), ("grid", lambda r: r["grid"]),
         ("design", lambda r: r["design"]), ("component", lambda r: r["component"]),
         ("variance", lambda r: _num(r["variance"])), ("std", lambda r: _num(r["std"])),
         ("share", lambda r: _pct(r["share"])),
-        ("share 95% CI", lambda r: f"{_pct(r['share_ci_low'])}–{_pct(r['share_ci_high'])}")]),
+        ("share 95% CI", lambda r: _range(_pct(r["share_ci_low"]), _pct(r["share_ci_high"])))]),
     "robust": ("robust aggregates (x100): interquartile mean with a 95% bootstrap interval", [
         ("task", lambda r: r["task"]), ("recipe", lambda r: r["recipe"]), ("grid", lambda r: r["grid"]),
         ("metric", lambda r: r["metric"]), ("n", lambda r: str(r["n"])), ("IQM", lambda r: _num(r["iqm"])),
-        ("IQM 95% CI", lambda r: f"{_num(r['iqm_ci_low'])}–{_num(r['iqm_ci_high'])}"),
+        ("IQM 95% CI", lambda r: _range(_num(r["iqm_ci_low"]), _num(r["iqm_ci_high"]))),
         ("median", lambda r: _num(r["median"])), ("mean", lambda r: _num(r["mean"]))]),
     "improvement": ("P(A > B): the probability that A scores higher than B on a random seed", [
         ("task", lambda r: r["task"]), ("grid", lambda r: r["grid"]), ("A", lambda r: r["recipe_a"]),
