@@ -15,6 +15,7 @@ from steadytune.analyses.repeats import first_repeats, repeat_spread, with_units
 from steadytune.analyses.stats import summarize
 from steadytune.cli.app import app
 from steadytune.config.run import ConfigError, config_hash
+from steadytune.report.html import write_report
 from steadytune.store.study import Study
 from steadytune.sweeps.spec import SweepSpec, expand, parse_grid
 
@@ -134,3 +135,8 @@ def test_a_factorial_sweep_is_one_group_of_head_x_data_units(tiny_bert, tiny_glu
     assert shown.exit_code == 0 and "head_init" in shown.stdout and "which seed stream" in shown.stdout
     both = CliRunner().invoke(app, ["summary", str(store), "--variance", "--robust"])
     assert both.exit_code == 2 and "choose one of --variance, --robust, --improvement" in both.output
+    page = write_report(store, tmp_path / "report").read_text()
+    for title in ("What more seeds would buy", "Robust aggregates", "Which seed stream causes the spread"):
+        assert f"<h2>{title}</h2>" in page
+    assert "head_init×data_order" not in page and "head_init 3 × data_order 2, 1 run per cell" in page
+    assert (tmp_path / "report" / "figures" / "what_more_seeds_buy.png").exists()

@@ -48,7 +48,8 @@ def plot_what_more_seeds_buy(precision: pd.DataFrame) -> Figure:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("number of seeds n")
         ax.grid(alpha=0.3)
-    axes[0].set_yscale("log")
+    if (precision["mean_ci_half_width"] > 0).any():  # a log axis needs a positive value
+        axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
     return fig
 
