@@ -20,7 +20,12 @@ from typer.testing import CliRunner
 from steadytune.analyses.stats import summarize
 from steadytune.cli.app import app
 from steadytune.config.recipes import resolve_config
-from steadytune.config.run import HASH_EXCLUDED, WITHIN_GROUP_KEYS, RunConfig, config_hash
+from steadytune.config.run import (
+    HASH_EXCLUDED,
+    WITHIN_GROUP_KEYS,
+    RunConfig,
+    config_hash,
+)
 from steadytune.store.leases import (
     LEASE_TTL_SECONDS,
     Owner,

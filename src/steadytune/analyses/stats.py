@@ -38,7 +38,12 @@ import pandas as pd
 from scipy import stats as sps
 
 from steadytune.analyses.intervals import bootstrap_ci, expected_max, wilson_interval
-from steadytune.analyses.repeats import UNIT_COLUMNS, first_repeats, repeat_spread, with_units
+from steadytune.analyses.repeats import (
+    UNIT_COLUMNS,
+    first_repeats,
+    repeat_spread,
+    with_units,
+)
 from steadytune.training.metrics import FAILED_TOL
 
 __all__ = ["checked_runs", "compare_recipes", "expected_max_curve", "failed_mask", "stuck_mask", "summarize", "variance_tests",

@@ -48,7 +48,9 @@ def plan(
     """How many seeds per recipe show a difference in failure rate, mean and spread."""
     # pandas and SciPy come with the planning module: imported when the command runs
     from steadytune.analyses.planning import plan_lines, plan_study
-    from steadytune.store.file import StoreError  # with the planning module, for the same reason
+    from steadytune.store.file import (
+        StoreError,  # with the planning module, for the same reason
+    )
 
     try:
         if fmt not in ("lines", "csv", "json"):

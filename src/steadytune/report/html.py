@@ -34,8 +34,8 @@ from steadytune.report.plots import (
     plot_learning_curves,
     scored_runs,
 )
-from steadytune.report.seeds import seed_sections
 from steadytune.report.sections import analysis_sections, generalisation_sections
+from steadytune.report.seeds import seed_sections
 from steadytune.report.tables import comparison_html, runs_html, table1_html
 from steadytune.store.study import Study
 from steadytune.store.tables import CURVE_COLUMNS

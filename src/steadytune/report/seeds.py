@@ -14,7 +14,12 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from steadytune.analyses.planning import MIN_PILOT, plan_lines, plan_seeds, precision_table
+from steadytune.analyses.planning import (
+    MIN_PILOT,
+    plan_lines,
+    plan_seeds,
+    precision_table,
+)
 from steadytune.analyses.robust import improvement_table, robust_summary
 from steadytune.analyses.stats import GROUP_KEYS, checked_runs
 from steadytune.analyses.variance import variance_components

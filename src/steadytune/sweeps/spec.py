@@ -16,10 +16,10 @@ from steadytune.config.execution import EXECUTION_KEYS, Execution, split_executi
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import (
     DEFAULT_MODEL,
-    ConfigError,
-    RunConfig,
     SEED_STREAM_KEYS,
     WITHIN_GROUP_KEYS,
+    ConfigError,
+    RunConfig,
     coerce,
     config_hash,
     format_value,
