@@ -99,6 +99,17 @@ def test_a_run_does_not_depend_on_which_runs_share_its_group(tiny_bert, tiny_glu
     _assert_same_run(one, other)
 
 
+def test_runs_differing_in_their_stream_seeds_group_and_equal_the_runs_alone(tiny_bert, tiny_glue):
+    cfgs = [_cfg(tiny_bert, tiny_glue, 1, head_seed=h, data_seed=d) for h, d in ((1, 1), (2, 1), (1, 2))]
+    with process_state_kept():
+        alone = [train_and_evaluate(c, execution=CPU1) for c in cfgs]
+    with process_state_kept():
+        grouped = train_group(cfgs, execution=CPU1)
+    for a, g in zip(alone, grouped):
+        _assert_same_run(a, g)
+    assert grouped[1].seeds["head_seed"] == 2 and grouped[2].seeds["data_seed"] == 2
+
+
 def test_regression_and_a_last_smaller_batch_in_a_group(tiny_bert, tiny_glue):
     # STS-B: MSE loss; 60 examples in batches of 16: each epoch ends with a batch of 12,
     # which comes at a different step for each run (its own data order).
@@ -112,7 +123,7 @@ def test_regression_and_a_last_smaller_batch_in_a_group(tiny_bert, tiny_glue):
 
 
 def test_only_runs_that_differ_in_their_seed_can_group(tiny_bert, tiny_glue):
-    with pytest.raises(NotGroupable, match="differ only in their seed"):
+    with pytest.raises(NotGroupable, match="differ only in their seeds"):
         check_groupable([_cfg(tiny_bert, tiny_glue, 1), _cfg(tiny_bert, tiny_glue, 2, lr=1e-4)])
     with pytest.raises(NotGroupable, match="Mixout"):
         check_groupable([_cfg(tiny_bert, tiny_glue, s, mixout=0.1) for s in (1, 2)])

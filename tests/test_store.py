@@ -18,7 +18,11 @@ from steadytune.analyses.stats import summarize
 from steadytune.cli.app import app
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import config_hash
-from steadytune.store.checkpoints import CHECKPOINT_COLUMNS, list_checkpoints, set_checkpoints
+from steadytune.store.checkpoints import (
+    CHECKPOINT_COLUMNS,
+    list_checkpoints,
+    set_checkpoints,
+)
 from steadytune.store.export import export_study
 from steadytune.store.file import StoreError
 from steadytune.store.records import read_logs, read_result

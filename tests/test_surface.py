@@ -40,8 +40,8 @@ def models(tiny_bert):
 def batches(tiny_bert, tiny_glue):
     from transformers import AutoTokenizer
 
-    from steadytune.data.glue import load_glue
     from steadytune.data.batching import collate, encode, eval_batches
+    from steadytune.data.glue import load_glue
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
     enc = encode(load_glue("rte", "dev", str(tiny_glue)), tokenizer)

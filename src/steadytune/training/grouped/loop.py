@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from steadytune.config.execution import Execution
-from steadytune.config.run import RunConfig
+from steadytune.config.run import WITHIN_GROUP_KEYS, RunConfig
 from steadytune.data.batching import batch_order, collate, eval_batches
 from steadytune.training.assemble import build_result
 from steadytune.training.classifier import load_model
@@ -45,19 +45,17 @@ from steadytune.training.precision import PrecisionChoice
 from steadytune.training.results import RunResult, derive_seeds
 from steadytune.training.schedule import Schedule
 
-_SHARED_EXCEPT = ("seed",)
-"""Config keys in which the runs of a group may differ."""
-
 
 def group_key(cfg: RunConfig) -> tuple:
-    """Runs with equal keys can share a group (they differ only in their seeds)."""
-    return tuple(sorted((k, v) for k, v in cfg.to_dict().items() if k not in _SHARED_EXCEPT))
+    """Runs with equal keys can share a group: they differ only in their seeds (the run seed,
+    the stream seeds, the repeat index: :data:`~steadytune.config.run.WITHIN_GROUP_KEYS`)."""
+    return tuple(sorted((k, v) for k, v in cfg.to_dict().items() if k not in WITHIN_GROUP_KEYS))
 
 
 def check_groupable(cfgs: list[RunConfig]) -> None:
     """Raise :class:`NotGroupable` unless ``cfgs`` can train as one group."""
     if len({group_key(c) for c in cfgs}) != 1:
-        raise NotGroupable("a group's runs must differ only in their seed")
+        raise NotGroupable("a group's runs must differ only in their seeds")
     if cfgs[0].mixout > 0:
         raise NotGroupable("Mixout draws its masks from the global stream per layer call; Mixout runs train alone")
 
@@ -90,7 +88,7 @@ class _MemberView:
 def _load_members(cfgs: list[RunConfig], num_labels: int, metric: str) -> list[_Member]:
     members = []
     for cfg in cfgs:
-        seeds = derive_seeds(cfg.seed)
+        seeds = derive_seeds(cfg.seed, head_seed=cfg.head_seed, data_seed=cfg.data_seed, dropout_seed=cfg.dropout_seed)
         torch.manual_seed(seeds["head_init"])  # as a run alone: any init transformers does is seeded too
         model, info = load_model(cfg, num_labels, seeds["head_init"])
         tracker = Tracker(metric, keep_best_state=cfg.save_checkpoints in ("best", "both"))
