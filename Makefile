@@ -8,7 +8,7 @@ export STEADYTUNE_DATA ?= $(abspath ../shared/data)
 export GLUE_DIR ?= $(STEADYTUNE_DATA)/glue
 OUT ?= runs/demo
 
-.PHONY: run test test-fast install clean
+.PHONY: run test test-fast bench install clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not integration and not ray and not browser"
+
+# Speed against Hugging Face Trainer on this machine, same run (docs/performance.md).
+bench: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python bench/trainer_compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs
