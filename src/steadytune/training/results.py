@@ -168,13 +168,28 @@ def _streams(seed: int) -> dict[str, int]:
     return {"head_init": head, "data_order": data, "dropout": dropout}
 
 
+def _own_version() -> str:
+    """steadytune's installed version; ``<version>+src`` when it runs from a source tree
+    (``PYTHONPATH=src``, as on a GPU machine that gets only the repository)."""
+    try:
+        return metadata.version("steadytune")
+    except metadata.PackageNotFoundError:
+        import tomllib  # stdlib; only for a source tree
+
+        pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
+        try:
+            return tomllib.loads(pyproject.read_text())["project"]["version"] + "+src"
+        except (OSError, KeyError, ValueError):
+            return "unknown"
+
+
 def versions() -> dict[str, str]:
     """Versions of Python, the platform and the libraries a result depends on."""
     import torch  # heavy: loaded only when a result is built (the package imports light)
     import transformers  # heavy too, and only a built result needs its version
 
     return {
-        "steadytune": metadata.version("steadytune"),
+        "steadytune": _own_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
