@@ -9,6 +9,8 @@
 #   bash bench/gpu.sh seeds     # there: the factorial seed study (CoLA 1,000 examples, 5 head x 5 data
 #                               # seeds: devlin2019 with 2 repeats each, ~2.5 min, then mosbach2021 once
 #                               # each, ~5.5 min), until BUDGET ends
+#   bash bench/gpu.sh guard     # there: issue 15's online validation of the doomed-run guard (1,000-example
+#                               # CoLA and RTE, seeds 101-110), 16 workers, until BUDGET ends
 #
 # Part 1 (packing): the same MiniLM runs (RTE, 1024-example slice, mosbach2021, 3 epochs,
 # diagnostics at the default cadence) with workers = 1, 4, 8, 16 on one GPU; prints wall time,
@@ -153,5 +155,30 @@ seeds)
   "$PY" -m steadytune summary $STORE --variance 2>&1 | head -30 || true
   cp /tmp/seeds-*.log "$OUTDIR/" 2>/dev/null || true
   ;;
-*) echo "usage: bash bench/gpu.sh prepare|run|regime|seeds" >&2; exit 2 ;;
+guard)
+  # devlin2019 at lr 2e-5 (the paper's) and 2e-4 (the failing regime) unguarded (flag), with restart and
+  # with switch (to bias correction), then mosbach2021; seeds in no stored study. Resumes
+  # results/guard-1k-gpu.db; copy $OUT/guard-1k-gpu.db back to results/ and run results/reproduce.py.
+  # About 55k optimiser steps in all (~30k devlin2019 with restarts, 25k mosbach2021): ~10-12 minutes at
+  # the ~95 steps/s of 16 workers measured on one H200 (docs/performance.md); a cut-short sweep resumes.
+  OUTDIR=${OUT:-/tmp/gpu-out}; mkdir -p "$OUTDIR"
+  BUDGET=${BUDGET:-720}
+  T0=$(date +%s)
+  exec > >(tee "$OUTDIR/gpu-guard.txt") 2>&1
+  setup_python
+  STORE=$OUTDIR/guard-1k-gpu.db
+  [ -f results/guard-1k-gpu.db ] && [ ! -f $STORE ] && cp results/guard-1k-gpu.db $STORE
+  common=(--tasks cola,rte --seeds 101-110 --train-limit 1000 --model $BUNDLE/minilm-fp16 --data-dir $BUNDLE/glue
+          --set evals_per_epoch=1 --set device=${DEVICE:-cuda} --store $STORE --workers ${WORKERS:-16})
+  timeout -s INT -k 15 $(( BUDGET * 11 / 20 )) "$PY" -m steadytune sweep --recipes devlin2019 --grid lr=2e-5,2e-4 \
+    --grid guard=flag,restart,switch --set guard_switch=correct_bias=true --set guard_attempts=3 \
+    "${common[@]}" >/tmp/guard.log 2>&1 || true
+  LEFT=$(( BUDGET - ($(date +%s) - T0) - 20 ))
+  timeout -s INT -k 15 $LEFT "$PY" -m steadytune sweep --recipes mosbach2021 "${common[@]}" >>/tmp/guard.log 2>&1 || true
+  tail -3 /tmp/guard.log
+  checkpoint_study "$STORE"
+  "$PY" -m steadytune summary $STORE 2>&1 | tail -30 || true
+  cp /tmp/guard.log "$OUTDIR/"
+  ;;
+*) echo "usage: bash bench/gpu.sh prepare|run|regime|seeds|guard" >&2; exit 2 ;;
 esac

@@ -334,6 +334,14 @@ def _factorial_study(name: str) -> str:
         parts.append(f"{head} Design: {table['design'].iloc[0]}.\n\n" + markdown(pd.DataFrame(
             rows, columns=["component", "variance (×100²)", "std (×100)", "share", "share 95% CI"])))
     return "\n\n".join(parts)
+def _guard_tables() -> dict:
+    """The doomed-run guard's tables (results/reproduce_guard.py, issue 15)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_guard", RESULTS / "reproduce_guard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.tables(markdown, PRIOR_ENTROPY, RESULTS)
 
 
 TABLES = {
@@ -359,6 +367,7 @@ TABLES = {
     "plan-cola1k": table_plan,
     "precision-cola1k": table_precision,
     "factorial-cola1k": table_factorial,
+    **_guard_tables(),
 }
 
 

@@ -119,7 +119,8 @@ def test_round_trip_of_result_curves_diagnostics_and_log(tmp_path):
         pd.testing.assert_frame_equal(back.diagnostics, result.diagnostics, check_dtype=False)
         assert read_logs(study, run.run_id) == ["hello\n"]
         table = study.runs_table()
-        assert list(table.columns) == [*RUN_COLUMNS, *WITHIN_COLUMNS, "label_entropy", "best_step", "train_loss"]
+        assert list(table.columns) == [*RUN_COLUMNS, *WITHIN_COLUMNS, "label_entropy", "best_step", "steps",
+                                       "total_steps", "train_loss", "guard"]
         row = table.iloc[0]
         assert (row.status, row.metric, row.baseline, row.seed) == ("finished", "acc", 0.5, 3)
         assert row.final == pytest.approx(result.final)

@@ -78,13 +78,14 @@ def _store_with(tmp_path: Path, cfgs: list[RunConfig]) -> Path:
 VARIED = {bool: lambda v: not v, int: lambda v: v + 1, float: lambda v: v * 0.5 + 0.25,
           str: lambda v: f"{v}-x"}
 CHOICE_ALTERNATIVES = {"segment_ids": "zeros", "save_checkpoints": "final", "batching": "random",
-                       "precision": "bf16", "metric": "f1", "data_file": "other.csv"}
+                       "precision": "bf16", "metric": "f1", "data_file": "other.csv", "guard": "stop",
+                       "guard_switch": "lr=1e-5"}
 
 
 def test_every_config_key_except_seed_and_execution_keys_splits_a_group(tmp_path):
     """Fails if any RunConfig key can be left out of the statistics group identity."""
     assert HASH_EXCLUDED == ("data_dir",)  # a new key left out of the identity is a decision
-    assert WITHIN_GROUP_KEYS == ("seed", "head_seed", "data_seed", "dropout_seed", "repeat")  # so is this
+    assert WITHIN_GROUP_KEYS == ("seed", "head_seed", "data_seed", "dropout_seed", "repeat", "attempt")  # so is this
     base = resolve_config(task="rte", recipe="devlin2019", seed=1, model="tiny", model_type="bert")
     checked = []
     for field in dataclasses.fields(RunConfig):

@@ -9,13 +9,17 @@ and optionally ``head_seed, data_seed, dropout_seed, repeat`` (``Study.runs_tabl
 them; :mod:`steadytune.analyses.repeats`).
 ``final`` / ``best`` are the primary ``metric`` at the last / best-dev checkpoint and
 ``baseline`` the majority baseline, all in [0, 1] units (:mod:`steadytune.metrics`);
-``status`` is ``"finished"`` or ``"diverged"``.
+``status`` is ``"finished"``, ``"diverged"`` or ``"stopped"``.
 
 Conventions, applied everywhere in this module:
 
-* A **diverged** run counts as failed and its value (``final`` *or* ``best``) is treated
-  as NaN: it is counted in ``n`` and ``n_failed`` but left out of mean/std/median/max,
-  of the variance tests and of the expected-max distribution.
+* A **diverged** or **stopped** (by the doomed-run guard) run counts as failed and its
+  value (``final`` *or* ``best``) is treated as NaN: it is counted in ``n`` and
+  ``n_failed`` but left out of mean/std/median/max, of the variance tests and of the
+  expected-max distribution. A stopped run also counts as stuck, never as a success.
+* A seed the guard restarted has several attempts (an ``attempt`` column); every
+  function here counts the seed once, by its last attempt, and charges the compute of
+  all its attempts to the group (:mod:`steadytune.analyses.attempts`).
 * A **failed** run is one with ``value <= baseline`` or a NaN value
   (:func:`steadytune.metrics.is_failed`). Failed-but-finished runs stay in the plain
   statistics (as in the paper's Table 1); the ``*_ok`` columns leave them out.
@@ -37,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from steadytune.analyses.attempts import kept_runs, seed_costs
 from steadytune.analyses.intervals import bootstrap_ci, expected_max, wilson_interval
 from steadytune.analyses.repeats import (
     UNIT_COLUMNS,
@@ -66,7 +71,7 @@ def stuck_mask(train_loss: np.ndarray, label_entropy: np.ndarray) -> np.ndarray:
     return out
 
 
-_STATUSES = ("finished", "diverged")
+_STATUSES = ("finished", "diverged", "stopped")
 
 
 def failed_mask(values: np.ndarray, baselines: np.ndarray) -> np.ndarray:
@@ -129,6 +134,8 @@ def _checked(runs: pd.DataFrame, which: str, repeats: bool = False) -> pd.DataFr
     if bad:
         raise ValueError(f"unknown status {bad}; valid: {list(_STATUSES)}")
     out = with_units(runs)
+    if "attempt" in out.columns:
+        out = kept_runs(out)
     dup = out.duplicated([*GROUP_KEYS, *UNIT_COLUMNS, "repeat"], keep=False)
     if dup.any():
         rows = out.loc[dup, [*GROUP_KEYS, "seed"]].drop_duplicates().to_dict("records")
@@ -181,7 +188,8 @@ SUMMARY_COLUMNS = [*GROUP_KEYS, "metric", "n", "n_failed", "failed_rate", "faile
                    "failed_ci_high", "std", "mean", "median", "max", "min", "mean_ci_low",
                    "mean_ci_high", "n_ok", "std_ok", "mean_ok", "median_ok", "max_ok",
                    "baseline", "n_stuck", "n_best_untrained", "n_runs", "n_repeated", "repeat_std",
-                   "repeat_max_diff"]
+                   "repeat_max_diff", "n_stopped", "attempts_per_seed", "steps_per_seed", "steps_per_success",
+                   "wall_per_success"]
 """The columns of :func:`summarize`, in order."""
 
 
@@ -207,6 +215,9 @@ def summarize(runs: pd.DataFrame, which: str = "final", random_state: int = 0) -
         ``n_runs`` (runs, repeats included; ``n`` counts seed units), ``n_repeated``
         (units run more than once), ``repeat_std`` (pooled std among repeats of a unit,
         NaN without repeats) and ``repeat_max_diff`` (largest difference within a unit).
+        ``n_stopped, attempts_per_seed, steps_per_seed, steps_per_success,
+        wall_per_success`` (:func:`steadytune.analyses.attempts.seed_costs`). Stopped runs
+        count as failed and stuck; a seed with several attempts counts once, by its last.
         Metric values ×100, rates in [0, 1]. Sorted by the group keys.
 
     Raises:
@@ -239,6 +250,7 @@ def _summary_row(keys: tuple, g: pd.DataFrame, random_state: int) -> dict[str, o
     ok.pop("min_ok")
     stuck = (stuck_mask(g["train_loss"], g["label_entropy"]) if {"train_loss", "label_entropy"} <= set(g)
              else np.full(n, np.nan))
+    stuck[(g["status"] == "stopped").to_numpy()] = 1.0  # the guard stopped it at the prior
     return {
         **dict(zip(GROUP_KEYS, keys)), "metric": _single(g, "metric"),
         "n": n, "n_failed": n_failed, "failed_rate": n_failed / n,
@@ -249,6 +261,7 @@ def _summary_row(keys: tuple, g: pd.DataFrame, random_state: int) -> dict[str, o
         "n_stuck": float(np.nansum(stuck)) if np.isfinite(stuck).any() else np.nan,
         "n_best_untrained": (float((g["best_step"] == 0).sum()) if "best_step" in g and g["best_step"].notna().any()
                              else np.nan),
+        **seed_costs(g, failed),
     }
 
 

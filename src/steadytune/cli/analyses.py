@@ -25,7 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from steadytune.cli.common import console, fail
+from steadytune.cli.common import console, fail, wide_console
 
 ERRORS = (ValueError, OSError)
 """What a probe raises for bad input (DataError, ModelError and ConfigError are ValueErrors)."""
@@ -164,4 +164,89 @@ def generalisation(
     _echo(result.files)
 
 
-__all__ = ["forgetting", "surface", "generalisation"]
+def _assignments(items: list[str] | None, what: str) -> dict[str, float]:
+    """``["rte=0.6931"]`` -> ``{"rte": 0.6931}``; ValueError naming the option otherwise."""
+    out: dict[str, float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            out[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise ValueError(f"{what} {item!r} is not TASK=NUMBER, e.g. rte=0.6931")
+    return out
+
+
+def triage(
+    studies: Annotated[list[Path], typer.Argument(help="Study files to replay the detector over.")],
+    train: Annotated[Optional[list[str]], typer.Option(help="A study (file name without .db) to choose the "
+                                                            "thresholds on; repeatable; the others are held out. "
+                                                            "None: score the detector's defaults.")] = None,
+    fractions: Annotated[str, typer.Option(help="Points of training to score, e.g. 0.1,0.25,0.5,1.")] = "0.1,0.25,0.5,1",
+    label_entropy: Annotated[Optional[list[str]], typer.Option(
+        help="TASK=NATS: label-prior entropy of runs recorded before runs stored it; repeatable.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json (per study, task and regime).")] = "table",
+) -> None:
+    """Replay the doomed-run detector over stored runs: precision, recall and compute saved (issue 15)."""
+    import json  # stdlib; only this command needs it
+
+    from steadytune.analyses.triage import (
+        triage as run_triage,  # pandas and the store: imported when the command runs
+    )
+    from steadytune.store.file import StoreError  # with the analysis, for the same reason
+
+    try:
+        if fmt not in ("table", "csv", "json"):
+            raise ValueError(f"--format must be table, csv or json, not {fmt!r}")
+        points = tuple(float(f) for f in fractions.split(","))
+        result = run_triage(studies, train=train or (), fractions=points,
+                            label_entropy=_assignments(label_entropy, "--label-entropy"))
+    except (*ERRORS, StoreError) as exc:
+        fail(exc)
+        return
+    if fmt == "csv":
+        typer.echo(result.by_regime.to_csv(index=False), nl=False)
+    elif fmt == "json":
+        table = result.by_regime.astype(object).where(result.by_regime.notna(), None)
+        typer.echo(json.dumps({"thresholds": dataclass_dict(result.thresholds), "train": list(result.train),
+                               "by_regime": table.to_dict("records")}, indent=2))
+    else:
+        _triage_tables(result)
+
+
+def dataclass_dict(obj: object) -> dict:
+    import dataclasses  # stdlib; only this command needs it
+
+    return {k: (None if v == float("inf") else v) for k, v in dataclasses.asdict(obj).items()}  # type: ignore[arg-type]
+
+
+def _triage_tables(result: object) -> None:
+    from rich.table import Table  # rich only when something is printed
+
+    out = wide_console()
+    fitted = f"fitted on {', '.join(result.train)}" if result.train else "the detector's defaults"  # type: ignore[attr-defined]
+    out.print(f"thresholds ({fitted}): {dataclass_dict(result.thresholds)}")  # type: ignore[attr-defined]
+    for title, frame, keys in (("by split", result.scores, ["split"]),  # type: ignore[attr-defined]
+                               ("by study and task", result.by_study, ["split", "study", "task"])):  # type: ignore[attr-defined]
+        table = Table(title=f"doomed-run detector vs final labels, {title}")
+        cols = [*keys, "by", "n", "failed", "stuck", "flagged", "P failed", "R failed", "P stuck", "R stuck",
+                "saved"]
+        for col in cols:
+            table.add_column(col, justify="left" if col in keys else "right")
+        for r in frame.to_dict("records"):
+            table.add_row(*(str(r[k]) for k in keys), f"{r['fraction']:.0%}", str(r["n"]), str(r["failed"]),
+                          str(r["stuck"]), str(r["flagged"]),
+                          *(_pct(r[c]) for c in ("precision_failed", "recall_failed", "precision_stuck",
+                                                 "recall_stuck", "steps_saved")))
+        out.print(table)
+    out.print("P/R = precision/recall of the verdicts reached by that point of training against the final labels "
+              "(failed: dev at or below the majority; stuck: final training loss >= 80% of the label-prior "
+              "entropy); saved = share of all steps a stop policy would have saved", style="dim")
+
+
+def _pct(value: float) -> str:
+    return "–" if value != value else f"{value:.0%}"
+
+
+__all__ = ["forgetting", "surface", "generalisation", "triage"]

@@ -29,6 +29,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "surface": analyses.surface,
     "generalisation": analyses.generalisation,
     "plan": statistics.plan,
+    "triage": analyses.triage,
 }
 """Command name -> the function that parses its options, calls the library and prints."""
 

@@ -50,6 +50,8 @@ def run(
         fail(exc)
         return
     console.print(_result_line(result), soft_wrap=True)
+    if note := _guard_line(result, seed):
+        console.print(note, soft_wrap=True, highlight=False)
     typer.echo(str(Path(out) / "result.json"))
 
 
@@ -128,3 +130,13 @@ def _result_line(r: RunResult) -> str:
             f"best {r.metrics['best'].get(r.metric, float('nan')):.4f} (step {r.best_step}{untrained}); "
             f"majority baseline {r.majority_baseline:.4f}; "
             f"{'FAILED' if r.failed else 'ok'}; {r.steps} steps in {r.wall_seconds:.1f}s")
+
+
+def _guard_line(r: RunResult, seed: int) -> str:
+    """``attempt 2 of seed 1`` after a restart, and a doomed verdict that ``flag`` did not act on ("" otherwise)."""
+    guard = r.guard
+    flagged = guard.get("verdict") == "doomed" and not guard.get("stopped")
+    if guard.get("attempt", 1) == 1 and not flagged:
+        return ""
+    note = f"; guard: doomed ({guard['rule']}) at step {guard['step']}, not stopped" if flagged else ""
+    return f"attempt {guard.get('attempt', 1)} of seed {seed}{note}"

@@ -17,22 +17,29 @@ def _summary_tables(summary: object, comparison: object, which: str) -> None:
 
     out = wide_console()
     table = Table(title=f"seed-sweep summary ({which} checkpoint, x100)")
+    guarded = bool((summary["attempts_per_seed"] > 1).any() or (summary["n_stopped"] > 0).any())  # type: ignore[index]
     cols = ["task", "model", "recipe", "grid", "metric", "n", "failed", "stuck", "std", "mean", "median", "max"]
     repeated = bool(summary["n_repeated"].sum())  # type: ignore[index]
-    for col in cols + (["runs", "repeat std"] if repeated else []):
+    extra = (["runs", "repeat std"] if repeated else []) + (["stopped", "attempts/seed", "steps/success"] if guarded else [])
+    for col in cols + extra:
         table.add_column(col, justify="left" if col in cols[:5] else "right")
     for r in summary.to_dict("records"):  # type: ignore[attr-defined]
         stuck = "–" if r["n_stuck"] != r["n_stuck"] else str(int(r["n_stuck"]))  # NaN: not recorded
         floor = [str(r["n_runs"]), "–" if r["repeat_std"] != r["repeat_std"] else f"{r['repeat_std']:.2f}"]
+        costs = [str(r["n_stopped"]), f"{r['attempts_per_seed']:.2f}", f"{r['steps_per_success']:.0f}"]
         table.add_row(r["task"], Path(r["model"]).name, r["recipe"], r["grid"], r["metric"], str(r["n"]),
                       str(r["n_failed"]), stuck, *(f"{r[k]:.2f}" for k in ("std", "mean", "median", "max")),
-                      *(floor if repeated else []))
+                      *(floor if repeated else []), *(costs if guarded else []))
     out.print(table)
     if repeated:
         out.print("n counts seeds; runs counts repeats too; repeat std = spread among repeats of one seed (the "
                   "nondeterminism floor), beside std, the spread among seeds", style="dim")
     out.print("stuck = runs whose last training loss is still >= 80% of the label-prior entropy "
               "(never left the majority solution: an optimisation failure; – = not recorded)", style="dim")
+    if guarded:
+        out.print("n counts seeds, each by its last attempt; stopped = seeds whose last attempt the guard stopped "
+                  "(failed and stuck); steps/success = updates of every attempt over the seeds that did not fail",
+                  style="dim")
     untrained = summary["n_best_untrained"].fillna(0).sum()  # type: ignore[index]
     if which == "best" and untrained:
         out.print(f"{int(untrained)} run(s) have their best dev score at step 0, the untrained model (the "
@@ -48,6 +55,26 @@ def _summary_tables(summary: object, comparison: object, which: str) -> None:
         out.print(cmp)
 
 
+def _guard_table(guards: object) -> None:
+    """Guarded vs unguarded groups (only when some seed was stopped or restarted)."""
+    from rich.table import Table  # rich only when something is printed
+
+    rows = guards.to_dict("records")  # type: ignore[attr-defined]
+    if not any(r["n_stopped"] or r["attempts_per_seed"] > 1 or r["guard"] != "flag" for r in rows):
+        return
+    table = Table(title="guarded vs unguarded: failures, kept runs (x100) and compute per successful seed")
+    cols = ("task", "recipe", "grid", "guard", "n", "failed", "stuck", "stopped", "attempts/seed",
+            "mean ok", "std ok", "steps/seed", "steps/success", "s/success")
+    for col in cols:
+        table.add_column(col, justify="left" if col in cols[:4] else "right")
+    for r in rows:
+        table.add_row(r["task"], r["recipe"], r["grid"], r["guard"], str(r["n"]), str(r["n_failed"]),
+                      "–" if r["n_stuck"] != r["n_stuck"] else str(int(r["n_stuck"])), str(r["n_stopped"]),
+                      f"{r['attempts_per_seed']:.2f}", f"{r['mean_ok']:.2f}", f"{r['std_ok']:.2f}",
+                      f"{r['steps_per_seed']:.0f}", f"{r['steps_per_success']:.0f}", f"{r['wall_per_success']:.0f}")
+    wide_console().print(table)
+
+
 def summary(
     study: Annotated[Path, typer.Argument(help="The study file.")],
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
@@ -59,6 +86,9 @@ def summary(
                                                                    "per pair of recipes.")] = False,
 ) -> None:
     """Seed-sweep statistics per task, model, recipe and grid point (values x100)."""
+    from steadytune.analyses.attempts import (
+        compare_guards,  # lazy: `steadytune --help` stays fast
+    )
     from steadytune.analyses.stats import (  # lazy: `steadytune --help` stays fast
         compare_recipes,
         summarize,
@@ -78,11 +108,13 @@ def summary(
             return
         result = summarize(runs, which=which)
         comparison = compare_recipes(runs, which=which) if fmt == "table" else None
+        guards = compare_guards(result, runs) if fmt == "table" else None
     except (*study_errors(), ValueError) as exc:
         fail(exc)
         return
-    if fmt == "json":
-        records = result.astype(object).where(result.notna(), None).to_dict("records")
+    if fmt == "json":  # NaN (unknown) and inf (no seed succeeded) are not JSON numbers: null
+        finite = result.replace([float("inf"), float("-inf")], float("nan"))
+        records = finite.astype(object).where(finite.notna(), None).to_dict("records")
         typer.echo(json.dumps(records, indent=2))
     elif fmt == "csv":
         typer.echo(result.to_csv(index=False), nl=False)
@@ -90,6 +122,7 @@ def summary(
         console.print(f"no finished runs in {study} yet")
     else:
         _summary_tables(result, comparison, which)
+        _guard_table(guards)
 
 
 def export(

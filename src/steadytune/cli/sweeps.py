@@ -28,13 +28,18 @@ def _finish_line(event: FinishEvent, many_models: bool) -> str:
         parts.append(Path(event.model).name)
     parts += [event.recipe, *([event.grid] if event.grid else []), f"seed {event.seed}",
               *([event.streams] if event.streams else [])]
+    if event.attempt > 1:
+        parts.append(f"attempt {event.attempt}")
     if event.status == "error":
         parts.append(f"[bold red]ERROR[/] {event.error}")
     else:
         value = event.value
         shown = "nan" if value is None or value != value else f"{value:.4f}"
         flag = "[red]FAILED[/]" if event.failed else "ok"
-        parts += [str(event.metric), shown, flag + (" (diverged)" if event.status == "diverged" else "")]
+        parts += [str(event.metric), shown, flag + (f" ({event.status})" if event.status in ("diverged", "stopped")
+                                                     else "")]
+        if event.status == "stopped":
+            parts.append(f"- {event.error}")
     return " ".join(parts) + f" {event.seconds:.1f}s"
 
 
@@ -98,6 +103,8 @@ class _SweepPrinter:
         elif isinstance(event, events.FinishEvent):
             self.bar.advance(self.job)
             self.err.print(_finish_line(event, self.many_models), highlight=False)
+        elif isinstance(event, events.AttemptEvent):  # one more run to go
+            self.bar.update(self.job, total=self.bar.tasks[0].total + 1)
         elif isinstance(event, events.DoneElsewhereEvent):
             self.bar.advance(self.job)
         elif isinstance(event, events.WaitEvent):
@@ -112,7 +119,9 @@ class _SweepPrinter:
 def _print_totals(totals: SweepTotals, err: Console) -> None:
     """The last lines of a sweep: counts, kept checkpoints, the study (stdout); exit 1 on errors."""
     elsewhere = f", {totals.done_elsewhere} done by another driver" if totals.done_elsewhere else ""
-    err.print(f"done: {totals.finished} finished, {totals.diverged} diverged, {totals.error} errors "
+    guarded = (f", {totals.stopped} stopped by the guard ({totals.restarted} restarted)"
+               if totals.stopped or totals.restarted else "")
+    err.print(f"done: {totals.finished} finished, {totals.diverged} diverged{guarded}, {totals.error} errors "
               f"({totals.done_before} were already done{elsewhere})")
     if totals.checkpoints is not None:
         err.print(f"checkpoints kept: {totals.checkpoints} in {totals.checkpoint_dir} "

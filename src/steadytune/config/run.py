@@ -134,6 +134,18 @@ class RunConfig:
     """``auto`` (bf16 where the device has a fast bf16 path, measured; else fp32), ``fp32`` or
     ``bf16`` (autocast: fp32 weights, bf16 matrix products). A run stores what it used."""
 
+    # --- the doomed-run guard (steadytune.training.guard) ------------------------------
+    guard: str = "flag"
+    """What the doomed-run detector does: ``off``; ``flag`` records its verdict, changes nothing;
+    ``stop`` ends a doomed run (status ``stopped``, failed); ``restart`` / ``switch`` also start the
+    seed again (attempt 2, 3 ...), ``switch`` with ``guard_switch`` applied."""
+    guard_attempts: int = 3
+    """Most attempts per seed under ``restart`` / ``switch``, the first included (>= 1)."""
+    guard_switch: str = "correct_bias=true"
+    """The change ``switch`` makes from attempt 2 on: ``key=value`` pairs joined by commas."""
+    attempt: int = 1
+    """Which attempt of its seed this run is; attempt k > 1 draws its seed streams from (seed, k)."""
+
     def __post_init__(self) -> None:
         _validate(self)
 
@@ -151,13 +163,21 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "save_checkpoints": ("none", "final", "best", "both"),
     "batching": ("length_grouped", "random"),
     "precision": ("auto", "fp32", "bf16"),
+    "guard": ("off", "flag", "stop", "restart", "switch"),
 }
+RESTARTS = ("restart", "switch")
+"""Guard policies that plan another attempt of a seed whose run was stopped."""
+SWITCH_FIXED = ("task", "model", "recipe", "seed", "head_seed", "data_seed", "dropout_seed", "repeat", "data_dir",
+                "data_file", "text_columns", "label_column", "train_limit", "train_limit_seed", "stratify", "dev_limit",
+                "metric", "guard", "guard_attempts", "guard_switch", "attempt")
+"""Keys ``guard_switch`` may not change: what the seed is trained and scored on, and the guard itself."""
 
 
 SEED_STREAM_KEYS = ("head_seed", "data_seed", "dropout_seed")
 """Keys that set one seed stream each (None: derived from ``seed``)."""
-WITHIN_GROUP_KEYS = ("seed", *SEED_STREAM_KEYS, "repeat")
-"""What varies *within* a statistics group: the seeds and the repeat index."""
+WITHIN_GROUP_KEYS = ("seed", *SEED_STREAM_KEYS, "repeat", "attempt")
+"""What varies *within* a statistics group: the seeds, the repeat index and the attempt (a seed
+the guard restarted keeps its group)."""
 
 
 def valid_keys() -> list[str]:
@@ -251,6 +271,53 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"adam_eps must be > 0, got {cfg.adam_eps!r}")
     if not 0.0 < cfg.layer_lr_decay <= 1.0:
         raise ConfigError(f"layer_lr_decay must be in (0, 1], got {cfg.layer_lr_decay!r}")
+    _validate_guard(cfg)
+
+
+def _validate_guard(cfg: RunConfig) -> None:
+    for key in ("guard_attempts", "attempt"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)!r}")
+    if cfg.guard in ("stop", *RESTARTS) and cfg.diag_every == 0:
+        raise ConfigError(f"guard={cfg.guard} needs diagnostics (its detector reads them): set diag_every > 0, "
+                          "or guard=flag / off")
+    if cfg.guard in RESTARTS and cfg.attempt > cfg.guard_attempts:
+        raise ConfigError(f"attempt must be <= guard_attempts ({cfg.guard_attempts}), got {cfg.attempt}")
+    if cfg.guard == "switch":
+        changes = parse_switch(cfg.guard_switch)
+        if cfg.attempt == 1 and all(getattr(cfg, k) == v for k, v in changes.items()):
+            raise ConfigError(f"guard_switch={cfg.guard_switch!r} changes nothing: the run already has it")
+
+
+def parse_switch(text: str) -> dict[str, Any]:
+    """The change of ``guard_switch``: ``"correct_bias=true,lr=1e-5"`` -> ``{"correct_bias": True, "lr": 1e-05}``.
+
+    Raises:
+        ConfigError: not ``key=value`` pairs, an unknown key or value, or a key in :data:`SWITCH_FIXED`.
+    """
+    changes: dict[str, Any] = {}
+    for item in (p.strip() for p in text.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"guard_switch={text!r}: {item!r} is not key=value (pairs joined by commas)")
+        key = key.strip()
+        if key in SWITCH_FIXED or key in EXECUTION_KEYS:
+            raise ConfigError(f"guard_switch={text!r}: {key} cannot be switched; switch what the run computes, "
+                              "e.g. correct_bias=true or lr=1e-5")
+        changes[key] = coerce(key, value.strip())
+    return changes
+
+
+def trained_config(cfg: RunConfig) -> RunConfig:
+    """The configuration a run trains with: ``cfg``, with ``guard_switch`` applied to a later attempt
+    under ``guard=switch``. The run keeps ``cfg`` as its identity (its id, its statistics group).
+
+    Raises:
+        ConfigError: the switched configuration is invalid.
+    """
+    if cfg.guard != "switch" or cfg.attempt == 1:
+        return cfg
+    return dataclasses.replace(cfg, **parse_switch(cfg.guard_switch))
 
 
 def apply_overrides(cfg: RunConfig, overrides: Mapping[str, Any]) -> RunConfig:
@@ -301,8 +368,8 @@ def within_group_label(cfg: RunConfig) -> str:
 
 def identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """What makes runs one statistics group: the config without :data:`WITHIN_GROUP_KEYS`
-    (the seeds and the repeat index), ``HASH_EXCLUDED`` and the execution keys older studies
-    stored in it.
+    (the seeds, the repeat index and the attempt: the attempts of a seed share its group),
+    ``HASH_EXCLUDED`` and the execution keys older studies stored in it.
 
     ``config`` is a resolved config as stored (``RunConfig.to_dict()``); keys missing
     from one stored before they existed take their defaults, so a study written by an

@@ -36,13 +36,13 @@ from steadytune.report.plots import (
 )
 from steadytune.report.sections import analysis_sections, generalisation_sections
 from steadytune.report.seeds import seed_sections
-from steadytune.report.tables import comparison_html, runs_html, table1_html
+from steadytune.report.tables import comparison_html, guards_html, runs_html, table1_html
 from steadytune.store.study import Study
 from steadytune.store.tables import CURVE_COLUMNS
 
 __all__ = ["build_report", "write_report"]
 
-STATUSES = ("finished", "diverged", "error", "pending", "running")
+STATUSES = ("finished", "diverged", "stopped", "error", "pending", "running")
 _VERSIONED = ("steadytune", "torch", "transformers", "numpy", "pandas", "scipy", "matplotlib")
 
 _CSS = """
@@ -68,10 +68,12 @@ def build_report(runs: pd.DataFrame, curves: pd.DataFrame, out_dir: str | Path,
     """Write a self-contained HTML stability report and its figures.
 
     Sections: header (run counts by status, models, time, versions); Table 1 per task
-    (final and best-dev checkpoint); recipe comparison (Levene, Brown–Forsythe); box
+    (final and best-dev checkpoint); recipe comparison (Levene, Brown–Forsythe); guarded
+    vs unguarded groups (when the doomed-run guard stopped or restarted runs); box
     plots (final, best); learning curves; expected max vs seeds; what more seeds would
     buy and how many to run; robust aggregates; the variance components of a factorial
-    study (:mod:`steadytune.report.seeds`); the caller's extra sections; every run. With no finished run, the page says so and lists the runs.
+    study (:mod:`steadytune.report.seeds`); the caller's extra sections; every run. With
+    no finished run, the page says so and lists the runs.
 
     Args:
         runs: the runs table (:mod:`steadytune.analyses.stats`; statuses other than
@@ -152,7 +154,7 @@ def write_report(study_path: str | Path, out_dir: str | Path, title: str | None 
 
 def _stability_sections(scored: pd.DataFrame, curves: pd.DataFrame, figdir: Path) -> list[tuple[str, str]]:
     """Table 1, the recipe comparison, box plots, learning curves and expected max, as HTML."""
-    table1, comparison = table1_html(scored), comparison_html(scored)
+    table1, comparison, guards = table1_html(scored), comparison_html(scored), guards_html(scored)
     box = "".join(figure_html(plot_boxplots(scored, w), figdir, f"boxplots_{w}",
                               f"Figure 1 style, {w} checkpoint.") for w in ("final", "best"))
     if "run_id" in scored.columns:
@@ -162,17 +164,19 @@ def _stability_sections(scored: pd.DataFrame, curves: pd.DataFrame, figdir: Path
         curves_body = "<p>No run_id column: curves cannot be matched.</p>"
     expected = figure_html(plot_expected_max(scored), figdir, "expected_max",
                            "Expected best dev value of n seeds drawn from these runs (Dodge et al., 2019).")
-    return [("Table 1: spread over seeds", table1), ("Recipe comparison: equality of variances", comparison),
-            ("Box plots", box), ("Learning curves", curves_body),
-            ("Expected maximum vs number of seeds", expected), *seed_sections(scored, figdir)]
+    sections = [("Table 1: spread over seeds", table1), ("Recipe comparison: equality of variances", comparison)]
+    if guards is not None:
+        sections.append(("Guarded vs unguarded: attempts and compute per successful seed", guards))
+    return sections + [("Box plots", box), ("Learning curves", curves_body),
+                       ("Expected maximum vs number of seeds", expected), *seed_sections(scored, figdir)]
 
 
 def _header(runs: pd.DataFrame, title: str, study_name: str | None) -> str:
     """Title, study, run counts by status, models, generation time, versions."""
     counts = runs["status"].value_counts() if "status" in runs.columns else pd.Series(dtype=int)
-    shown = [s for s in STATUSES if s in counts.index or s in STATUSES[:4]]
+    shown = [s for s in STATUSES if s in counts.index or s in ("finished", "diverged", "error", "pending")]
     shown += sorted(str(s) for s in counts.index if s not in STATUSES)
-    alert = {"diverged", "error"}
+    alert = {"diverged", "stopped", "error"}
     badges = "".join(f'<span class="{"alert" if s in alert and counts.get(s, 0) else ""}">'
                      f"{esc(s)}: {int(counts.get(s, 0))}</span>" for s in shown)
     models = ", ".join(f"<code>{esc(m)}</code>" for m in dict.fromkeys(runs.get("model", []))) or "—"

@@ -1,13 +1,14 @@
 """Figures of a seed sweep, drawn from the stored tidy tables (never from models).
 
 Every ``plot_*`` function takes the runs table (:mod:`steadytune.analyses.stats` docstring; rows
-whose ``status`` is not ``finished``/``diverged`` are ignored) and returns a new
+whose ``status`` is not ``finished``/``diverged``/``stopped`` are ignored; a restarted seed
+is drawn once, by its last attempt) and returns a new
 :class:`matplotlib.figure.Figure` on an Agg canvas. No ``pyplot`` is used, so nothing is
 left in pyplot's global figure registry; the caller saves the figure and drops it.
 
 Conventions shared with :mod:`steadytune.report.html`: metric values are drawn ×100; a run is
-*failed* by :func:`steadytune.analyses.stats.failed_mask` on the chosen checkpoint (diverged runs
-are failed and have no value); boxes are ordered by first appearance of the recipe in
+*failed* by :func:`steadytune.analyses.stats.failed_mask` on the chosen checkpoint (diverged and
+stopped runs are failed and have no value); boxes are ordered by first appearance of the recipe in
 the runs table, then grid point, then model.
 """
 
@@ -23,27 +24,31 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
+from steadytune.analyses.attempts import kept_runs
 from steadytune.analyses.stats import expected_max_curve, failed_mask
 
 __all__ = ["SCORED", "group_labels", "plot_boxplots", "plot_expected_max",
            "plot_learning_curves", "scored_runs"]
 
-SCORED = ("finished", "diverged")  # the statuses steadytune.analyses.stats accepts
+SCORED = ("finished", "diverged", "stopped")  # the statuses steadytune.analyses.stats accepts
 KEYS = ["task", "model", "recipe", "grid"]
 OK_COLOUR, FAILED_COLOUR = "tab:blue", "tab:red"
 
 
 def scored_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The finished/diverged runs with ``model``/``grid`` as strings ("" for none).
+    """The finished/diverged/stopped runs, one per seed, with ``model``/``grid`` as strings ("" for none).
 
     Args:
         runs: the runs table.
 
     Returns:
-        A copy with only scorable rows, in the original order, and an ``order`` column
-        (the group's rank: recipe by first appearance, then grid, then model).
+        A copy with only scorable rows (a seed the guard restarted by its last attempt,
+        :func:`steadytune.analyses.attempts.kept_runs`), in the original order, and an
+        ``order`` column (the group's rank: recipe by first appearance, then grid, then model).
     """
     df = runs.loc[runs["status"].isin(SCORED)].copy()
+    if "attempt" in df.columns:
+        df = kept_runs(df)
     for col in ("model", "grid"):
         if col not in df.columns:  # a table from before grids/models were recorded
             df[col] = ""
@@ -185,9 +190,9 @@ def _draw_boxes(ax: Axes, sub: pd.DataFrame, rng: np.random.Generator) -> None:
         bad = shown["is_failed"].to_numpy(bool)
         ax.scatter(x[bad], shown["value"].to_numpy()[bad], marker="o", facecolors="none",
                    edgecolors=FAILED_COLOUR, s=80, lw=1.2, zorder=5)
-        n_div = int((g["status"] == "diverged").sum())
+        n_div, n_stop = int((g["status"] == "diverged").sum()), int((g["status"] == "stopped").sum())
         ticks.append(f"{label}\n{int(g['is_failed'].sum())}/{len(g)} failed"
-                     + (f"\n{n_div} diverged" if n_div else ""))
+                     + (f"\n{n_div} diverged" if n_div else "") + (f"\n{n_stop} stopped" if n_stop else ""))
     _baselines(ax, sub)
     ax.set_xticks(pos, ticks, fontsize=8)
     ax.set_xlim(0.4, len(groups) + 0.6)

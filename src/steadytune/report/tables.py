@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import pandas as pd
 
+from steadytune.analyses.attempts import compare_guards
 from steadytune.analyses.stats import compare_recipes, failed_mask, summarize
-from steadytune.report.markup import esc, num, pval
+from steadytune.report.markup import esc, frame_html, num, pval
 from steadytune.report.plots import SCORED, group_labels
 
 _TABLE1_NOTE = (
     "<p class=note>Standard deviation (ddof=1), mean, median and maximum over seeds, ×100; "
-    "diverged runs count as failed and are left out of the statistics. failed = runs at or "
+    "diverged runs and runs the guard stopped count as failed and are left out of the statistics "
+    "(a restarted seed counts once, by its last attempt). failed = runs at or "
     "below the majority classifier, k/n with the 95% Wilson interval of the rate; stuck = runs whose "
     "last training loss is still ≥ 80% of the entropy of the training label prior (they never left "
     "the majority solution: an optimisation failure, not a generalisation one).</p>")
@@ -127,9 +129,11 @@ def runs_html(runs: pd.DataFrame) -> str:
     for col in ("task", "recipe"):
         rank = {v: i for i, v in enumerate(dict.fromkeys(df[col]))}
         df[f"_{col}"] = df[col].map(rank)
-    df = df.sort_values(["_task", "_recipe", "seed"], kind="stable")
+    df = df.sort_values(["_task", "_recipe", "seed", *(["attempt"] if "attempt" in df else [])], kind="stable")
     text = ["task", *[c for c in ("model", "grid") if _several(df, c)], "recipe"]
-    extra = [c for c in ("wall_seconds", "error") if c in df.columns]
+    extra = [c for c in ("attempt", "wall_seconds", "error") if c in df.columns]
+    if "attempt" in extra and not (df["attempt"] > 1).any():
+        extra.remove("attempt")
     rows = [_run_row(r, text, extra) for _, r in df.iterrows()]
     names = [*text, "seed", "status", "final", "best", "baseline", "failed", *extra]
     head = "".join(f"<th>{c}</th>" for c in names)
@@ -145,6 +149,8 @@ def _run_row(r: pd.Series, text: list[str], extra: list[str]) -> str:
     cells += [f"<td>{num(100 * pd.to_numeric(r[c], errors='coerce'), 2)}</td>"
               for c in ("final", "best", "baseline")]
     cells.append(f"<td class=text>{('yes' if r['is_failed'] else 'no') if scored else '—'}</td>")
+    if "attempt" in extra:
+        cells.append(f"<td>{esc(r['attempt'])}</td>")
     if "wall_seconds" in extra:
         cells.append(f"<td>{num(r['wall_seconds'], 0)}</td>")
     if "error" in extra:
@@ -154,4 +160,31 @@ def _run_row(r: pd.Series, text: list[str], extra: list[str]) -> str:
     return f"<tr{tint}>{''.join(cells)}</tr>"
 
 
-__all__ = ["comparison_html", "runs_html", "table1_html"]
+def guards_html(scored: pd.DataFrame) -> str | None:
+    """Guarded vs unguarded groups: failures, kept runs and compute per successful seed.
+
+    Args:
+        scored: the finished/diverged/stopped runs, one per seed (``scored_runs``).
+
+    Returns:
+        The table and a note, or None when no run was guarded (no stop, no restart).
+    """
+    table = compare_guards(summarize(scored), scored)
+    if not ((table["guard"] != "flag").any() or (table["n_stopped"] > 0).any()):
+        return None
+    shown = table.assign(model=table["model"].map(lambda m: str(m).rsplit("/", 1)[-1]))
+    for col in ("mean_ok", "std_ok", "mean", "std", "attempts_per_seed"):
+        shown[col] = shown[col].map(lambda v: num(v))
+    for col in ("steps_per_seed", "steps_per_success", "wall_per_success"):
+        shown[col] = shown[col].map(lambda v: num(v, 0))
+    return frame_html(shown) + _GUARDS_NOTE
+
+
+_GUARDS_NOTE = (
+    "<p class=note>n counts seeds, each by its last attempt (a seed the guard restarted has several "
+    "runs, all listed below). failed and stuck include the seeds whose last attempt the guard stopped "
+    "(stopped); mean/std ×100 over the kept runs (ok: those that did not fail); steps and seconds per "
+    "successful seed charge every attempt of every seed of the group to the seeds that did not fail "
+    "(inf: none did).</p>")
+
+__all__ = ["comparison_html", "guards_html", "runs_html", "table1_html"]

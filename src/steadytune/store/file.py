@@ -14,8 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 APP = "steadytune"
-SCHEMA_VERSION = 1
-STATUSES = ("pending", "running", "finished", "diverged", "error")
+SCHEMA_VERSION = 2
+"""2 added the ``stopped`` status (a run the doomed-run guard ended); :func:`upgrade` brings a
+version-1 study there when it is opened for writing."""
+STATUSES = ("pending", "running", "finished", "diverged", "error", "stopped")
+DONE_STATUSES = ("finished", "diverged", "stopped")
+"""Statuses of a run with a result: a resumed sweep skips it."""
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 # Added after schema version 1 shipped; older studies get it on their first checkpoint
@@ -26,15 +30,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     path TEXT NOT NULL, failed INTEGER NOT NULL, created_at TEXT NOT NULL);
 """
 
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+_RUNS_COLUMNS = f"""(
     run_id TEXT PRIMARY KEY, task TEXT NOT NULL, model TEXT NOT NULL, recipe TEXT NOT NULL,
     grid TEXT NOT NULL DEFAULT '', seed INTEGER NOT NULL, config_json TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN {STATUSES!r}),
     attempts INTEGER NOT NULL DEFAULT 0, error TEXT, metric TEXT, final REAL, best REAL,
     baseline REAL, failed INTEGER, failed_best INTEGER, result_json TEXT, wall_seconds REAL,
-    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT);
+    created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT)"""
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs {_RUNS_COLUMNS};
 CREATE TABLE IF NOT EXISTS curves (
     run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
     step INTEGER NOT NULL, epoch REAL, split TEXT NOT NULL, name TEXT NOT NULL, value REAL);
@@ -167,3 +172,62 @@ def create_schema(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
     conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                      [("app", APP), ("schema_version", str(SCHEMA_VERSION)), ("created_at", utc_now())])
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The study's schema version (its ``meta`` entry)."""
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def upgrade(conn: sqlite3.Connection) -> bool:
+    """Bring a version-1 study to :data:`SCHEMA_VERSION` in one transaction; a no-op when current.
+
+    Version 2 only widens the ``runs.status`` CHECK constraint by ``stopped``. SQLite cannot
+    alter a constraint, so the ``runs`` table is rebuilt as SQLite's documentation
+    prescribes: foreign keys off (else dropping ``runs`` would cascade into the curves,
+    diagnostics and logs), a new table with the new constraint, every row copied column by
+    column, the old table dropped, the new one renamed, the foreign keys checked, then the
+    version written, all in one ``BEGIN IMMEDIATE`` transaction: a kill leaves version 1
+    untouched. No stored row changes; readers of both versions read the same tables.
+
+    Args:
+        conn: a writable connection outside a transaction (``isolation_level=None``).
+
+    Returns:
+        Whether the file was upgraded (False: already current, or another process did it).
+
+    Raises:
+        StoreError: the rebuilt table fails the foreign-key check (nothing is written).
+    """
+    if schema_version(conn) >= SCHEMA_VERSION:
+        return False
+    conn.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction: set it before BEGIN
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = _rebuild_runs(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.execute("PRAGMA foreign_keys = ON")
+    return done
+
+
+def _rebuild_runs(conn: sqlite3.Connection) -> bool:
+    """The table rebuild of :func:`upgrade`, inside its transaction."""
+    if schema_version(conn) >= SCHEMA_VERSION:  # another driver upgraded it while we waited
+        return False
+    columns = ", ".join(f'"{r[1]}"' for r in conn.execute("PRAGMA table_info(runs)"))
+    conn.execute(f"CREATE TABLE runs_v{SCHEMA_VERSION} {_RUNS_COLUMNS}")
+    conn.execute(f"INSERT INTO runs_v{SCHEMA_VERSION} ({columns}) SELECT {columns} FROM runs ORDER BY rowid")
+    conn.execute("DROP TABLE runs")
+    conn.execute(f"ALTER TABLE runs_v{SCHEMA_VERSION} RENAME TO runs")
+    broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise StoreError(f"upgrading the study would orphan {len(broken)} rows; nothing was changed")
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('upgraded_at', ?)", (utc_now(),))
+    return True

@@ -28,6 +28,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from steadytune.store.file import DONE_STATUSES
+
 HEARTBEAT_SECONDS = 20.0
 LEASE_TTL_SECONDS = 120.0
 
@@ -99,7 +101,7 @@ def claim(conn: sqlite3.Connection, run_id: str, me: Owner) -> str | None:
     """
     conn.execute(LEASES_TABLE)
     status = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
-    if status is not None and status[0] in ("finished", "diverged"):
+    if status is not None and status[0] in DONE_STATUSES:
         return "done"
     row = conn.execute("SELECT owner, host, pid, proc_start, heartbeat_at FROM leases WHERE run_id=?",
                        (run_id,)).fetchone()

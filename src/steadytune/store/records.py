@@ -39,6 +39,24 @@ def read_result(study: Study, run_id: str) -> RunResult:
     return study.transaction(read, write=False)
 
 
+def read_configs(study: Study, run_ids: list[str] | None = None) -> dict[str, dict]:
+    """The stored resolved configuration of each run (as planned: ``config_json``).
+
+    Args:
+        study: an open study (read-only is enough).
+        run_ids: the runs (None: every run); unknown ids are left out.
+
+    Returns:
+        ``run_id -> config dict``.
+    """
+    def read(conn: sqlite3.Connection) -> dict[str, dict]:
+        rows = conn.execute("SELECT run_id, config_json FROM runs")
+        wanted = None if run_ids is None else set(run_ids)
+        return {r: json.loads(c) for r, c in rows if wanted is None or r in wanted}
+
+    return study.transaction(read, write=False)
+
+
 def read_logs(study: Study, run_id: str) -> list[str]:
     """The captured logs of every attempt of ``run_id`` that left one, oldest first.
 
@@ -56,4 +74,4 @@ def read_logs(study: Study, run_id: str) -> list[str]:
     return study.transaction(read, write=False)
 
 
-__all__ = ["read_logs", "read_result"]
+__all__ = ["read_configs", "read_logs", "read_result"]

@@ -14,7 +14,8 @@ when another writer holds the lock.
 tables); the other modules of :mod:`steadytune.store` go through :meth:`Study.transaction`.
 
 Run statuses: ``pending`` (planned), ``running`` (handed to an executor), ``finished``,
-``diverged`` (NaN loss; a result, counted as failed), ``error`` (the run raised; it is
+``diverged`` (NaN loss; a result, counted as failed), ``stopped`` (ended by the doomed-run
+guard; a result, counted as failed and stuck), ``error`` (the run raised; it is
 retried on resume). ``running`` rows found on resume were in flight when the study
 died and are redone too.
 """
@@ -30,10 +31,12 @@ from typing import Any, Callable, Iterable, Protocol, TypeVar
 import pandas as pd
 
 from steadytune.store.file import (
+    DONE_STATUSES,
     StoreError,
     connect_readonly,
     create_schema,
     inspect_file,
+    upgrade,
     utc_now,
 )
 from steadytune.store.leases import Owner, claim, release
@@ -47,8 +50,8 @@ from steadytune.store.rows import (
 from steadytune.store.tables import chunks, read_curves, read_diagnostics, read_runs
 from steadytune.training.results import RunResult
 
-DONE = ("finished", "diverged")
-"""Statuses that count as done: a resumed sweep skips these runs."""
+DONE = DONE_STATUSES
+"""Statuses that count as done (finished, diverged, stopped): a resumed sweep skips these runs."""
 _RETRIES = 60
 T = TypeVar("T")
 
@@ -86,7 +89,9 @@ class Study:
 
         Raises:
             StoreError: missing (and not ``create``), not SQLite, not a steadytune study
-                or from a newer schema; foreign files are never modified.
+                or from a newer schema; foreign files are never modified. A study of an
+                older schema is upgraded when opened for writing
+                (:func:`steadytune.store.file.upgrade`), never when opened read-only.
         """
         path = Path(path)
         exists = inspect_file(path)
@@ -102,6 +107,8 @@ class Study:
         study = cls(path, conn, readonly=False)
         if not exists:
             study.transaction(create_schema)
+        else:
+            upgrade(conn)  # a version-1 study learns the 'stopped' status (one transaction)
         return study
 
     def close(self) -> None:
@@ -313,10 +320,13 @@ class Study:
     def runs_table(self, all_statuses: bool = False) -> pd.DataFrame:
         """One row per run, in the :mod:`steadytune.analyses.stats` format (``RUN_COLUMNS``), plus
         ``train_loss`` (the last logged training loss) and ``label_entropy`` (of the
-        training labels; NaN for runs recorded before it was stored, and for regression)
-        and ``best_step`` (the step of the best dev evaluation; 0 = the untrained model),
-        and ``head_seed, data_seed, dropout_seed`` (the seed each stream comes from: the
-        run seed unless the config sets it) and ``repeat`` (the repeat index, 0 by default).
+        training labels; NaN for runs recorded before it was stored, and for regression),
+        ``best_step`` (the step of the best dev evaluation; 0 = the untrained model),
+        ``head_seed, data_seed, dropout_seed`` (the seed each stream comes from: the run
+        seed unless the config sets it), ``repeat`` (the repeat index, 0 by default),
+        ``steps`` / ``total_steps`` (updates taken / planned), ``attempt`` (which attempt of
+        its seed the run is: 1 unless the guard restarted the seed) and ``guard`` (the
+        run's guard policy). Every attempt of a seed is a row of its own.
 
         ``grid`` is the statistics group's label within (task, model, recipe): the
         sweep's grid point, extended by every other config key whose value differs
@@ -325,7 +335,8 @@ class Study:
 
         Args:
             all_statuses: also include pending/running/error rows (not valid input to
-                the stats functions).
+                the stats functions); without it, the runs with a result (finished,
+                diverged, stopped).
 
         Returns:
             The runs, sorted by task, model, recipe, grid, seed, stream seeds, repeat.
@@ -343,16 +354,18 @@ class Study:
         """
         return read_curves(self._conn, run_ids)
 
-    def diagnostics_table(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    def diagnostics_table(self, run_ids: Iterable[str] | None = None,
+                          names: Iterable[tuple[str, str]] | None = None) -> pd.DataFrame:
         """Tidy diagnostics of runs (:func:`steadytune.store.tables.read_diagnostics`).
 
         Args:
             run_ids: the runs (None: every run).
+            names: only these ``(group, name)`` diagnostics (None: all).
 
         Returns:
             ``DIAG_COLUMNS`` rows, in the order they were recorded.
         """
-        return read_diagnostics(self._conn, run_ids)
+        return read_diagnostics(self._conn, run_ids, names)
 
 
 def _locked(exc: sqlite3.OperationalError) -> bool:
@@ -361,8 +374,9 @@ def _locked(exc: sqlite3.OperationalError) -> bool:
 
 
 def _mark_running(conn: sqlite3.Connection, run_id: str) -> None:
+    marks = ", ".join("?" * len(DONE))
     conn.execute("UPDATE runs SET status='running', attempts=attempts+1, started_at=? "
-                 "WHERE run_id=? AND status NOT IN ('finished', 'diverged')", (utc_now(), run_id))
+                 f"WHERE run_id=? AND status NOT IN ({marks})", (utc_now(), run_id, *DONE))
 
 
 def _status(conn: sqlite3.Connection, run_id: str) -> str | None:

@@ -5,7 +5,10 @@
 (:mod:`steadytune.sweeps.executors`) and records each result as it arrives. Running the
 same sweep again resumes it: finished and diverged runs are skipped, runs that errored or
 were in flight when the driver died are redone. Two drivers on one study share the work
-through run leases (:mod:`steadytune.store.leases`). With ``keep_checkpoints=K`` the
+through run leases (:mod:`steadytune.store.leases`). Under ``guard=restart`` / ``switch`` a
+seed whose run the guard stopped gets its next attempt planned and run as a run of its own
+(:mod:`steadytune.sweeps.attempts`), in rounds: the attempts that follow a round's stopped
+runs form the next round. With ``keep_checkpoints=K`` the
 driver also keeps at most K failed and K successful models per group
 (:mod:`steadytune.sweeps.checkpoints`). :func:`run_sweeps` plans a list of specs (a bad
 one fails before anything is written) and runs them one after another into one study:
@@ -30,8 +33,10 @@ from steadytune.config.execution import Execution
 from steadytune.config.run import ConfigError, within_group_label
 from steadytune.store.leases import Heartbeat, Owner
 from steadytune.store.study import DONE, Study
+from steadytune.sweeps.attempts import current_attempts, next_attempt
 from steadytune.sweeps.checkpoints import checkpoint_root, prune_checkpoints
 from steadytune.sweeps.events import (
+    AttemptEvent,
     DoneElsewhereEvent,
     EventFn,
     FinishEvent,
@@ -59,7 +64,8 @@ Group = tuple[str, str, str, str]
 """``(task, model, recipe, grid)``: the unit of summaries and of checkpoint retention."""
 WAIT_POLL_SECONDS = 2.0
 """How often a driver looks again at runs that another driver is training."""
-COUNTS = ("planned", "done_before", "to_run", "finished", "diverged", "error", "done_elsewhere", "checkpoints")
+COUNTS = ("planned", "done_before", "to_run", "finished", "diverged", "stopped", "restarted", "error", "done_elsewhere",
+          "checkpoints")
 """The counts of :func:`run_sweep` that :func:`run_sweeps` adds up."""
 
 
@@ -87,6 +93,10 @@ class SweepTotals:
     to_run: int
     finished: int = 0
     diverged: int = 0
+    stopped: int = 0
+    """Runs the doomed-run guard stopped (counted as failed)."""
+    restarted: int = 0
+    """Attempts planned after a stopped run (``guard=restart`` / ``switch``)."""
     error: int = 0
     """Runs that raised; rerun the same sweep to retry them."""
     done_elsewhere: int = 0
@@ -176,9 +186,11 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
             the one it gets alone, up to floating-point rounding.
 
     Returns:
-        Counts: ``planned``, ``done_before``, ``to_run``, ``store``; a real run adds ``workers``,
-        ``finished``, ``diverged``, ``error``, ``done_elsewhere`` (when any) and ``checkpoints``
-        (kept for its groups, with ``keep_checkpoints``); a dry run ``dry_run`` and ``groups``.
+        Counts: ``planned`` (first attempts), ``done_before`` (seeds whose latest attempt was
+        done), ``to_run``, ``store``; a real run adds ``workers``, ``finished``, ``diverged``,
+        ``stopped``, ``restarted`` (attempts planned after a stopped run), ``error``,
+        ``done_elsewhere`` (when any) and ``checkpoints`` (kept for its groups, with
+        ``keep_checkpoints``); a dry run ``dry_run`` and ``groups``.
 
     Raises:
         ConfigError, DataError, ModelError: a bad spec, before anything is written.
@@ -196,9 +208,11 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
     execution = execution.replace(threads=execution.threads or default_threads(executor, workers))
     with Study.open(store_path, create=True) as study:
         study.add_planned(planned)
-        retention = _Retention.start(study, keep_checkpoints, store_path, planned) if keep_checkpoints else None
+        current = current_attempts(planned, study.statuses)  # a restarted seed continues where it stopped
+        study.add_planned(current)
+        retention = _Retention.start(study, keep_checkpoints, store_path, current) if keep_checkpoints else None
         session = _Session(study, on_event or _ignore, retention)
-        counts = session.plan(planned, execution, workers, str(store_path))
+        counts = session.plan(current, execution, workers, str(store_path))
         size = group_size or auto_group_size([job.execution for job in session.jobs.values()])
         session.run(lambda batch: EXECUTORS[executor](group_tasks(batch, size), session.on_start, session.on_done,
                                                       workers=workers, ray_address=ray_address))
@@ -239,6 +253,7 @@ def _dry_run(planned: list[PlannedRun], store_path: Path) -> dict[str, Any]:
     statuses: dict[str, str] = {}
     if store_path.exists():
         with Study.open(store_path, readonly=True) as study:
+            planned = current_attempts(planned, study.statuses)
             statuses = study.statuses([r.run_id for r in planned])
     groups: dict[Group, Counter[str]] = {}
     for run in planned:
@@ -297,9 +312,12 @@ class _Session:
         self.study, self.emit, self.retention = study, emit, retention
         self.owner = Owner.current()
         self.jobs: dict[str, Job] = {}
+        self.followups: list[Job] = []
+        """Attempts planned after a stopped run of this round: the next round."""
         self.held_elsewhere: dict[str, str] = {}
         """run_id -> why another living driver holds it (``leased by HOST pid PID``)."""
-        self.tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "error": 0})
+        self.tally: Counter[str] = Counter({"finished": 0, "diverged": 0, "stopped": 0, "restarted": 0,
+                                            "error": 0})
 
     def plan(self, planned: list[PlannedRun], execution: Execution, workers: int, store: str) -> dict[str, Any]:
         """Make the jobs of the runs not done yet; send :class:`PlanEvent`; return the counts."""
@@ -315,10 +333,14 @@ class _Session:
         return counts
 
     def run(self, execute: Callable[[list[Job]], None]) -> None:
-        """Execute the jobs under this driver's lease heartbeat; release its leases after."""
+        """Execute the jobs, round after round of restarted attempts, under this driver's lease
+        heartbeat; release its leases after."""
         with Heartbeat(self.study.path, self.owner):
             try:
-                _run_and_wait(self.study, list(self.jobs.values()), execute, self.held_elsewhere, self.emit)
+                batch = list(self.jobs.values())
+                while batch:
+                    _run_and_wait(self.study, batch, execute, self.held_elsewhere, self.emit)
+                    batch, self.followups = self.followups, []
             finally:
                 self.study.release(self.owner)
 
@@ -337,12 +359,24 @@ class _Session:
         return why is None
 
     def on_done(self, outcome: Outcome) -> None:
-        """Record ``outcome``, then prune its group's checkpoints, count it and report it."""
-        event = _record(self.study, outcome, self.jobs[outcome.run_id])
+        """Record ``outcome``, then prune its group's checkpoints, count it, report it and, for
+        a stopped run whose policy restarts, plan the seed's next attempt."""
+        job = self.jobs[outcome.run_id]
+        event = _record(self.study, outcome, job)
         if self.retention is not None:  # after the record: a kill in between leaves a folder the next prune judges
             self.retention.prune(self.study, outcome.run_id)
         self.tally[event.status] += 1
         self.emit(event)
+        nxt = next_attempt(PlannedRun(job.run_id, job.cfg, job.grid)) if event.status == "stopped" else None
+        if nxt is not None:  # planned after the record: a kill in between is caught by current_attempts
+            self.study.add_planned([nxt])
+            self.jobs[nxt.run_id] = dataclasses.replace(job, run_id=nxt.run_id, cfg=nxt.cfg, checkpoint_dir=(
+                None if job.checkpoint_dir is None else str(Path(job.checkpoint_dir).parent / nxt.run_id)))
+            self.followups.append(self.jobs[nxt.run_id])
+            if self.retention is not None:
+                self.retention.group_of[nxt.run_id] = self.retention.group_of[job.run_id]
+            self.tally["restarted"] += 1
+            self.emit(AttemptEvent(nxt.run_id, job.run_id, nxt.cfg.seed, nxt.cfg.attempt))
 
 
 def _run_and_wait(study: Study, jobs: list[Job], execute: Callable[[list[Job]], None],
@@ -382,7 +416,8 @@ def _record(study: Study, outcome: Outcome, job: Job) -> FinishEvent:
     study.record_result(outcome.run_id, outcome.result, outcome.curves, outcome.diagnostics, outcome.log)
     result = outcome.result
     return FinishEvent(**about, status=result["status"], metric=result["metric"],
-                       value=result["metrics"]["final"].get(result["metric"]), failed=bool(result["failed"]))
+                       value=result["metrics"]["final"].get(result["metric"]), failed=bool(result["failed"]),
+                       attempt=cfg.attempt)
 
 
 __all__ = ["WAIT_POLL_SECONDS", "PlanGroup", "SweepTotals", "default_threads", "plan_runs", "run_sweep",

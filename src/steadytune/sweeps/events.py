@@ -7,7 +7,10 @@ call ``on_event(event)`` in the driver process, in this order:
   planned (read-only) and before anything is written: the totals to expect;
 * :class:`PlanEvent` — once per spec, when its plan is in the study: what is left to run;
 * :class:`StartEvent` — a run is handed to a worker (its lease is taken);
-* :class:`FinishEvent` — a run's outcome is recorded (finished, diverged or error);
+* :class:`FinishEvent` — a run's outcome is recorded (finished, diverged, stopped or error;
+  a stopped run whose policy restarts is followed by its seed's next attempt);
+* :class:`AttemptEvent` — a stopped seed's next attempt is planned (``guard=restart`` /
+  ``switch``); it runs in the next round;
 * :class:`DoneElsewhereEvent` — a run another driver on the same study finished meanwhile;
 * :class:`WaitEvent` — runs another living driver is training: this one waits for them
   (and takes them over if that driver dies); sent again when the holders change.
@@ -75,7 +78,7 @@ class FinishEvent:
     seconds: float
     """Wall time of the run in its worker."""
     status: str
-    """``finished``, ``diverged`` or ``error``."""
+    """``finished``, ``diverged``, ``stopped`` (by the doomed-run guard) or ``error``."""
     error: str | None
     """Why an errored run raised, or why a diverged run stopped; None otherwise."""
     metric: str | None
@@ -83,9 +86,24 @@ class FinishEvent:
     value: float | None
     """Its final value (None for an error; NaN possible for a diverged run)."""
     failed: bool
-    """The run's verdict: failed (at or below the majority baseline, diverged, or error)."""
+    """The run's verdict: failed (at or below the majority baseline, diverged, stopped, or error)."""
     streams: str = ""
     """The stream seeds and repeat index the run sets, ``head_seed=3,repeat=1`` (``""``: none)."""
+    attempt: int = 1
+    """Which attempt of its seed the run was (> 1 after the guard restarted the seed)."""
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """The guard stopped a seed's run and its policy restarts it: the next attempt is planned."""
+
+    run_id: str
+    """The new attempt's run id."""
+    after: str
+    """The stopped run's id."""
+    seed: int
+    attempt: int
+    """The new attempt's number (2, 3, ...)."""
 
 
 @dataclass(frozen=True)
@@ -105,10 +123,10 @@ class WaitEvent:
     """Why each is held elsewhere (``leased by HOST pid PID``), sorted, without repeats."""
 
 
-SweepEvent = SweepsPlanEvent | PlanEvent | StartEvent | FinishEvent | DoneElsewhereEvent | WaitEvent
+SweepEvent = SweepsPlanEvent | PlanEvent | StartEvent | FinishEvent | AttemptEvent | DoneElsewhereEvent | WaitEvent
 """Any of the records above."""
 EventFn = Callable[[SweepEvent], None]
 """The ``on_event`` callback of a sweep."""
 
-__all__ = ["DoneElsewhereEvent", "EventFn", "FinishEvent", "PlanEvent", "StartEvent", "SweepEvent",
+__all__ = ["AttemptEvent", "DoneElsewhereEvent", "EventFn", "FinishEvent", "PlanEvent", "StartEvent", "SweepEvent",
            "SweepsPlanEvent", "WaitEvent"]

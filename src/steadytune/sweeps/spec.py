@@ -29,6 +29,7 @@ from steadytune.training.models import check_max_length, model_type_of
 
 NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "seed": "--seeds",
                  "repeat": "--repeats",
+                 "attempt": "guard=restart or guard=switch (the driver plans a seed's later attempts)",
                  "device": "--set device=... (an execution setting)",
                  "threads": "--set threads=... (an execution setting)"}
 

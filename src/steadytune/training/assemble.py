@@ -28,7 +28,8 @@ def data_summary(data: RunData) -> dict[str, Any]:
 
 def build_result(cfg: RunConfig, data: RunData, tracker: Tracker, schedule: Schedule, *, status: str,
                  error: str | None, steps: int, model_info: dict[str, Any], seeds: dict[str, int], wall: float,
-                 diagnostics: pd.DataFrame, execution: dict[str, Any] | None = None) -> RunResult:
+                 diagnostics: pd.DataFrame, execution: dict[str, Any] | None = None,
+                 guard: dict[str, Any] | None = None) -> RunResult:
     """Assemble the :class:`RunResult` of a run from the training loop's state.
 
     Args:
@@ -36,7 +37,7 @@ def build_result(cfg: RunConfig, data: RunData, tracker: Tracker, schedule: Sche
         data: its data (metric, baseline, split sizes).
         tracker: its curves, final and best evaluations.
         schedule: its step plan (total, warmup, steps per epoch).
-        status: ``finished`` or ``diverged`` (anything but ``finished`` is a failed run).
+        status: ``finished``, ``diverged`` or ``stopped`` (anything but ``finished`` is a failed run).
         error: why it stopped early, or None.
         steps: updates taken.
         model_info: what :func:`~steadytune.training.classifier.load_model` initialised.
@@ -44,6 +45,7 @@ def build_result(cfg: RunConfig, data: RunData, tracker: Tracker, schedule: Sche
         wall: seconds the run took.
         diagnostics: the diagnostics table (:meth:`~steadytune.training.diagnostics.Recorder.frame`).
         execution: where it ran (``device``, ``threads``).
+        guard: the doomed-run detector's record (:meth:`~steadytune.training.guard.Guard.record`).
 
     Returns:
         The result; ``failed`` / ``failed_best`` follow the failed-run rule of
@@ -62,7 +64,7 @@ def build_result(cfg: RunConfig, data: RunData, tracker: Tracker, schedule: Sche
         status=status, error=error, steps=steps, total_steps=schedule.total, warmup_steps=schedule.warmup,
         steps_per_epoch=schedule.steps_per_epoch, wall_seconds=round(wall, 3), seeds=seeds,
         versions=versions(), data=data_summary(data), model_info=model_info, execution=dict(execution or {}),
-        curves=tracker.curves(), diagnostics=diagnostics,
+        guard=dict(guard or {}), curves=tracker.curves(), diagnostics=diagnostics,
     )
 
 

@@ -317,12 +317,15 @@ class Recorder:
 
     Attributes:
         rows: the :class:`~steadytune.training.results.DiagRow` records so far, in order.
+        last: ``(group, name) -> value`` of the latest diagnostic step, on the host (what
+            :class:`~steadytune.training.guard.Guard` reads; empty before the first).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int,
                  max_grad_norm: float = 0.0) -> None:
         self.every, self.max_grad_norm, self.optimizer = int(every), float(max_grad_norm), optimizer
         self.rows: list[DiagRow] = []
+        self.last: dict[tuple[str, str], float] = {}
         self._tap: _Tap | None = None
         if self.every <= 0:
             return
@@ -354,7 +357,8 @@ class Recorder:
             names += [("head", "entropy"), ("head", "majority_fraction")]
             parts.append(torch.stack([softmax_entropy(logits), majority_fraction(logits)]).to(device, dtype))
         values = torch.cat(parts).tolist()  # the one host sync of a diagnostic step
-        self.rows.extend(DiagRow(step, g, n, v) for (g, n), v in zip(names, values))
+        self.last = dict(zip(names, values))
+        self.rows.extend(DiagRow(step, g, n, v) for (g, n), v in self.last.items())
         stats = optimizer_stats(step, self.optimizer.param_groups[-1])
         self.rows.extend(DiagRow(step, "optim", n, v) for n, v in stats.items())
 

@@ -106,7 +106,7 @@ class Tracker:
                 self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     def mark_diverged(self) -> None:
-        """Make the final metrics NaN: a diverged run has no final model worth scoring."""
+        """Make the final metrics NaN: a diverged (or stopped) run has no final model worth scoring."""
         self.final = {k: float("nan") for k in (self.final or {self.metric: 0.0})}
 
     def curves(self) -> pd.DataFrame:

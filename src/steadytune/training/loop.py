@@ -17,7 +17,11 @@ only rule. It is never silent: the result records ``best_step``,
 step-0 model, and ``steadytune run`` prints that.
 
 Every ``diag_every`` steps, before clipping, :class:`~steadytune.training.diagnostics.Recorder`
-records gradient norms and head statistics (one host sync; training is unchanged).
+records gradient norms and head statistics (one host sync; training is unchanged), and the
+doomed-run detector (:class:`~steadytune.training.guard.Guard`) judges the run from those
+host values, the latest logged training loss and dev metric. ``guard=flag`` (the default)
+records its verdict; ``stop``, ``restart`` and ``switch`` end a doomed run with status
+``stopped`` (the sweep driver plans the next attempt of a restarted seed).
 
 The run is three parts: :func:`set_up` (data, model, optimiser, schedule, in the order
 that fixes the random streams), :func:`train_step` (one update) repeated by the epoch
@@ -38,12 +42,13 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from steadytune.config.execution import Execution
-from steadytune.config.run import RunConfig
+from steadytune.config.run import RunConfig, trained_config
 from steadytune.data.batching import batch_order, collate
 from steadytune.training.assemble import build_result
 from steadytune.training.classifier import load_model
 from steadytune.training.diagnostics import Recorder
 from steadytune.training.evaluation import Tracker, evaluate
+from steadytune.training.guard import Guard
 from steadytune.training.inputs import RunData, prepare_data
 from steadytune.training.models import (
     check_max_length,
@@ -53,7 +58,7 @@ from steadytune.training.models import (
 )
 from steadytune.training.optim import AdamW, build_optimizer, linear_warmup_decay
 from steadytune.training.precision import PrecisionChoice, choose_precision
-from steadytune.training.results import RunResult, derive_seeds
+from steadytune.training.results import RunResult, derive_seeds, label_entropy
 from steadytune.training.schedule import Schedule
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
@@ -84,6 +89,8 @@ class RunSetup:
     scheduler: LambdaLR
     schedule: Schedule
     diag: Recorder
+    guard: Guard | None
+    """The doomed-run detector (None with ``guard=off``)."""
 
 
 def resolve_precision(cfg: RunConfig, execution: Execution) -> tuple[RunConfig, PrecisionChoice]:
@@ -122,7 +129,8 @@ def set_up(cfg: RunConfig, execution: Execution) -> RunSetup:
     if execution.threads:
         torch.set_num_threads(execution.threads)
     device = _device(execution)
-    seeds = derive_seeds(cfg.seed, head_seed=cfg.head_seed, data_seed=cfg.data_seed, dropout_seed=cfg.dropout_seed)
+    seeds = derive_seeds(cfg.seed, head_seed=cfg.head_seed, data_seed=cfg.data_seed, dropout_seed=cfg.dropout_seed,
+                         attempt=cfg.attempt)
     tokenizer = load_tokenizer(cfg.model)
     model_config = load_config(cfg.model)
     check_max_length(cfg.max_length, cfg.model, model_config)
@@ -134,7 +142,9 @@ def set_up(cfg: RunConfig, execution: Execution) -> RunSetup:
                                 correct_bias=cfg.correct_bias, layer_lr_decay=cfg.layer_lr_decay)
     scheduler = linear_warmup_decay(optimizer, schedule.warmup, schedule.total)
     diag = Recorder(model, optimizer, every=cfg.diag_every, max_grad_norm=cfg.max_grad_norm)
-    return RunSetup(device, seeds, tokenizer, data, model, model_info, optimizer, scheduler, schedule, diag)
+    guard = None if cfg.guard == "off" else Guard(cfg.guard, schedule.total, label_entropy(
+        data.train.labels, data.regression), data.baseline)
+    return RunSetup(device, seeds, tokenizer, data, model, model_info, optimizer, scheduler, schedule, diag, guard)
 
 
 def _seeded_model(cfg: RunConfig, num_labels: int, seeds: dict[str, int],
@@ -184,15 +194,20 @@ def _train(run: RunSetup, cfg: RunConfig, tracker: Tracker,
            progress: ProgressFn | None) -> tuple[str, str | None, int]:
     """The epochs: updates, loss logging, evaluations; ``(status, error, steps taken)``.
 
-    A non-finite mean training loss at a logging step stops the run as ``diverged``.
+    A non-finite mean training loss at a logging step stops the run as ``diverged``; a
+    doomed verdict of a stopping guard at a diagnostics step stops it as ``stopped``.
     """
-    plan, data = run.schedule, run.data
+    plan, data, guard = run.schedule, run.data, run.guard
     step, epoch = 0, 0
     loss_sum = torch.zeros((), device=run.device)
     while step < plan.total:
         for idx in batch_order(data.train_enc.lengths, cfg.batch_size, run.seeds["data_order"], epoch, cfg.batching):
             loss, lr = train_step(run, cfg, idx, step)
             loss_sum += loss
+            if guard is not None and run.diag.due(step):  # host values the recorder already has
+                verdict = guard.check(step, run.diag.last)
+                if verdict.doomed and guard.stops:
+                    return "stopped", f"doomed ({verdict.rule}) at step {step}: {verdict.reason}", step + 1
             step += 1
             epoch_pos = plan.epoch_at(epoch, step)
             if progress is not None:  # before the divergence check: the bar shows the step it ends at
@@ -201,10 +216,14 @@ def _train(run: RunSetup, cfg: RunConfig, tracker: Tracker,
                 mean_loss = loss_sum.item() / n  # the one host sync per logging step
                 loss_sum.zero_()
                 tracker.add(step, epoch_pos, "train", {"loss": mean_loss, "lr": lr})
+                if guard is not None:
+                    guard.note_loss(mean_loss)
                 if not math.isfinite(mean_loss):
                     return "diverged", f"non-finite training loss ({mean_loss}) by step {step}", step
             if step in plan.eval_at:
                 tracker.record_eval(evaluate(run.model, data, cfg, run.device), step, epoch_pos, run.model)
+                if guard is not None:
+                    guard.note_eval(step, tracker.final.get(data.metric))
             if step >= plan.total:
                 break
         epoch += 1
@@ -229,7 +248,11 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
         the strictly best dev evaluation, the step-0 (untrained) one included as in the
         paper's code; ``best_step`` says which (0: the untrained model). A NaN/inf
         training loss ends the run early with ``status="diverged"``, ``failed=True`` and
-        ``error="non-finite training loss (nan) by step N"`` (or ``inf``), not an exception.
+        ``error="non-finite training loss (nan) by step N"`` (or ``inf``), not an exception;
+        a doomed verdict under ``guard=stop/restart/switch`` with ``status="stopped"``,
+        ``failed=True`` and the verdict in ``error`` and ``guard``. Under ``guard=switch``
+        a later attempt trains with ``guard_switch`` applied (``guard["switched"]``); the
+        result's ``config`` stays the planned one (its identity).
 
     Raises:
         ConfigError, DataError, ModelError: invalid configuration, data or model.
@@ -239,17 +262,21 @@ def train_and_evaluate(cfg: RunConfig, workdir: str | Path | None = None,
     if execution.threads:  # before the precision probe: it measures at the run's thread count
         torch.set_num_threads(execution.threads)
     cfg, precision = resolve_precision(cfg, execution)
-    run = set_up(cfg, execution)
+    trained = trained_config(cfg)  # cfg with guard_switch applied to a later attempt under guard=switch
+    run = set_up(trained, execution)
     tracker = Tracker(run.data.metric, keep_best_state=cfg.save_checkpoints in ("best", "both"))
-    tracker.record_eval(evaluate(run.model, run.data, cfg, run.device), 0, 0.0, run.model)
-    status, error, steps = _train(run, cfg, tracker, progress)
-    if status == "diverged":
+    tracker.record_eval(evaluate(run.model, run.data, trained, run.device), 0, 0.0, run.model)
+    status, error, steps = _train(run, trained, tracker, progress)
+    if status != "finished":
         tracker.mark_diverged()
+    switched = {k: v for k, v in trained.to_dict().items() if v != getattr(cfg, k)}
     result = build_result(cfg, run.data, tracker, run.schedule, status=status, error=error, steps=steps,
                           model_info=run.model_info, seeds=run.seeds, wall=time.perf_counter() - start,
                           diagnostics=run.diag.frame(),
                           execution={"device": str(run.device), "threads": torch.get_num_threads(),
-                                     "precision": precision.to_dict()})
+                                     "precision": precision.to_dict()},
+                          guard={} if run.guard is None else run.guard.record(
+                              steps, status == "stopped", cfg.attempt, switched))
     if workdir is not None:
         result.save(workdir)
         save_checkpoints(cfg, run.model, run.tokenizer, tracker, Path(workdir), status, execution.save_final)

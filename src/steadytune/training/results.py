@@ -138,33 +138,38 @@ STREAMS = {"head_seed": "head_init", "data_seed": "data_order", "dropout_seed": 
 
 
 def derive_seeds(seed: int, *, head_seed: int | None = None, data_seed: int | None = None,
-                 dropout_seed: int | None = None) -> dict[str, int]:
+                 dropout_seed: int | None = None, attempt: int = 1) -> dict[str, int]:
     """Separate, recorded seeds for head initialisation, data order and dropout.
 
     Derived with ``numpy.random.SeedSequence`` so the three streams are independent
     and a different run seed changes all of them. A stream seed that is set replaces
     that stream alone by the one run seed ``k`` would derive: ``head_seed=k`` gives run
-    seed k's head initialisation, and the other streams stay those of ``seed``.
+    seed k's head initialisation, and the other streams stay those of ``seed``. A later
+    attempt of the seed (the guard's ``restart`` / ``switch``) draws every stream from
+    ``(its seed, attempt)``: new streams, the same for the same attempt; attempt 1 keeps
+    the streams of the seeds alone.
 
     Args:
         seed: the run seed (>= 0).
         head_seed, data_seed, dropout_seed: a stream's own seed (>= 0), None = from ``seed``.
+        attempt: which attempt of the seed (1, 2, ...).
 
     Returns:
         ``{"run": seed, "head_init": ..., "data_order": ..., "dropout": ...}`` plus, for each
         stream seed that was set, its key and value (e.g. ``"head_seed": 3``): the record
-        says which streams were set.
+        says which streams were set; and ``"attempt"`` for an attempt after the first.
     """
-    out = {"run": int(seed), **_streams(seed)}
+    out = {"run": int(seed), **_streams(seed, attempt)}
     for key, own in (("head_seed", head_seed), ("data_seed", data_seed), ("dropout_seed", dropout_seed)):
         if own is not None:
-            out[STREAMS[key]] = _streams(own)[STREAMS[key]]
+            out[STREAMS[key]] = _streams(own, attempt)[STREAMS[key]]
             out[key] = int(own)
-    return out
+    return out if attempt == 1 else {**out, "attempt": int(attempt)}
 
 
-def _streams(seed: int) -> dict[str, int]:
-    head, data, dropout = (int(x) for x in np.random.SeedSequence(int(seed)).generate_state(3))
+def _streams(seed: int, attempt: int = 1) -> dict[str, int]:
+    entropy = int(seed) if attempt == 1 else [int(seed), int(attempt)]
+    head, data, dropout = (int(x) for x in np.random.SeedSequence(entropy).generate_state(3))
     return {"head_init": head, "data_order": data, "dropout": dropout}
 
 
@@ -261,6 +266,11 @@ class RunResult:
     execution: dict[str, Any] = field(default_factory=dict)
     """Where it ran: the resolved ``device``, ``threads`` (not part of the run's identity;
     empty for results stored before it was recorded, whose ``config`` held them)."""
+    guard: dict[str, Any] = field(default_factory=dict)
+    """The doomed-run detector's record (:meth:`steadytune.training.guard.Guard.record`):
+    ``policy``, ``attempt``, ``verdict`` (``ok``, ``doomed`` or ``unknown`` without
+    diagnostics), ``rule``, ``step``, ``reason``, ``stopped``, ``steps_saved`` and, for a
+    switched attempt, ``switched``; empty with ``guard=off`` and for older results."""
     curves: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)
     """Tidy :data:`CURVE_COLUMNS` table of :class:`CurveRow` records (see :func:`curves_frame`)."""
     diagnostics: pd.DataFrame = field(repr=False, default_factory=pd.DataFrame)

@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import torch
 
-from steadytune.config.execution import split_execution
-from steadytune.config.run import DEFAULT_MODEL
+from steadytune.config.execution import Execution, split_execution
+from steadytune.config.run import DEFAULT_MODEL, RESTARTS, RunConfig
 from steadytune.training.loop import ProgressFn, train_and_evaluate
 from steadytune.training.models import resolve_for_model
 from steadytune.training.results import RunResult
@@ -52,8 +52,9 @@ def run(task: str = "rte", recipe: str = "devlin2019", seed: int = 1, model: str
             ``data_dir=...``, and the execution keys ``device`` and ``threads``.
 
     Returns:
-        The :class:`~steadytune.training.results.RunResult`. The caller's thread count
-        and global RNG states are the same afterwards as before.
+        The :class:`~steadytune.training.results.RunResult` (of the seed's last attempt
+        under ``guard=restart`` / ``switch``, see :func:`run_attempts`). The caller's thread
+        count and global RNG states are the same afterwards as before.
 
     Raises:
         ConfigError, DataError, ModelError: invalid configuration, data or model.
@@ -61,7 +62,33 @@ def run(task: str = "rte", recipe: str = "devlin2019", seed: int = 1, model: str
     run_overrides, execution = split_execution(overrides)
     cfg = resolve_for_model(task=task, recipe=recipe, seed=seed, model=model, overrides=run_overrides)
     with process_state_kept():
-        return train_and_evaluate(cfg, out, progress=progress, execution=execution)
+        return run_attempts(cfg, out, progress=progress, execution=execution)
 
 
-__all__ = ["process_state_kept", "run"]
+def run_attempts(cfg: RunConfig, out: str | Path | None = None, progress: ProgressFn | None = None,
+                 execution: Execution | None = None) -> RunResult:
+    """Train ``cfg``; under ``guard=restart`` / ``switch``, train the seed's next attempt while the
+    guard stops one, up to ``guard_attempts`` (a sweep plans each attempt as its own run instead).
+
+    Args:
+        cfg: the first attempt's resolved configuration.
+        out: run folder (None: nowhere). Under restart/switch attempt K goes to
+            ``out/attempts/K/`` and the last one is also written to ``out`` itself.
+        progress: as for :func:`~steadytune.training.loop.train_and_evaluate`.
+        execution: device and threads.
+
+    Returns:
+        The last attempt's result (its ``guard["attempt"]`` says which).
+    """
+    while True:
+        last = cfg.guard not in RESTARTS or cfg.attempt >= cfg.guard_attempts
+        workdir = out if out is None or cfg.guard not in RESTARTS else Path(out) / "attempts" / str(cfg.attempt)
+        result = train_and_evaluate(cfg, workdir, progress=progress, execution=execution)
+        if result.status != "stopped" or last:
+            if workdir != out and out is not None:
+                result.save(out)
+            return result
+        cfg = cfg.replace(attempt=cfg.attempt + 1)
+
+
+__all__ = ["process_state_kept", "run", "run_attempts"]

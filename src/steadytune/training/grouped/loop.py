@@ -88,7 +88,8 @@ class _MemberView:
 def _load_members(cfgs: list[RunConfig], num_labels: int, metric: str) -> list[_Member]:
     members = []
     for cfg in cfgs:
-        seeds = derive_seeds(cfg.seed, head_seed=cfg.head_seed, data_seed=cfg.data_seed, dropout_seed=cfg.dropout_seed)
+        seeds = derive_seeds(cfg.seed, head_seed=cfg.head_seed, data_seed=cfg.data_seed, dropout_seed=cfg.dropout_seed,
+                             attempt=cfg.attempt)
         torch.manual_seed(seeds["head_init"])  # as a run alone: any init transformers does is seeded too
         model, info = load_model(cfg, num_labels, seeds["head_init"])
         tracker = Tracker(metric, keep_best_state=cfg.save_checkpoints in ("best", "both"))
