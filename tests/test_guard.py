@@ -120,14 +120,18 @@ def test_flag_is_the_default_and_new_keys_keep_every_old_run_id():
 
 
 def test_attempts_draw_new_seed_streams_from_seed_and_attempt():
-    first, second, third = derive_seeds(7), derive_seeds(7, 2), derive_seeds(7, 3)
-    assert first == derive_seeds(7, 1) and "attempt" not in first  # attempt 1: the streams of old runs
-    assert second == derive_seeds(7, 2) and second["attempt"] == 2 and second["run"] == 7
+    first, second, third = derive_seeds(7), derive_seeds(7, attempt=2), derive_seeds(7, attempt=3)
+    assert first == derive_seeds(7, attempt=1) and "attempt" not in first  # attempt 1: the streams of old runs
+    assert second == derive_seeds(7, attempt=2) and second["attempt"] == 2 and second["run"] == 7
     streams = ("head_init", "data_order", "dropout")
-    values = {s: {d[s] for d in (first, second, third, derive_seeds(8), derive_seeds(8, 2))} for s in streams}
+    values = {s: {d[s] for d in (first, second, third, derive_seeds(8), derive_seeds(8, attempt=2))} for s in streams}
     assert all(len(v) == 5 for v in values.values())
     expected = np.random.SeedSequence([7, 2]).generate_state(3).tolist()  # by hand
     assert [second[s] for s in streams] == expected
+    # a stream seed that is set is drawn again too: from (its seed, attempt)
+    own = derive_seeds(7, head_seed=3, attempt=2)
+    assert own["head_init"] == int(np.random.SeedSequence([3, 2]).generate_state(3)[0]) != derive_seeds(3)["head_init"]
+    assert (own["data_order"], own["head_seed"], own["attempt"]) == (second["data_order"], 3, 2)
 
 
 def test_switch_trains_with_the_change_from_the_second_attempt_on():
@@ -185,3 +189,31 @@ def test_restart_and_switch_attempts_in_one_run_call(tiny_bert, tiny_glue, tmp_p
     assert (sw.status, sw.guard["attempt"], sw.guard["switched"]) == ("finished", 2, {"log_every": 50})
     assert sw.config["log_every"] == 1 and sw.config["attempt"] == 2
     assert sw.guard["verdict"] == "ok"
+
+
+def test_grouped_runs_are_guarded_as_they_are_alone(tiny_bert, tiny_glue):
+    """Several seeds trained as one grouped model (issue 14): each run's guard sees what it
+    sees alone, and a stopped run ends alone at the same step with the same record."""
+    from steadytune.config.execution import Execution
+    from steadytune.training.grouped.loop import group_key, train_group
+    from steadytune.training.runner import process_state_kept
+
+    cpu = Execution(device="cpu", threads=1)
+    for guard in ("flag", "stop"):
+        cfgs = [tiny_cfg(tiny_bert, tiny_glue, guard=guard, precision="fp32").replace(seed=s) for s in (1, 2, 3)]
+        with process_state_kept():
+            alone = [train_and_evaluate(c, execution=cpu) for c in cfgs]
+        with process_state_kept():
+            grouped = train_group(cfgs, execution=cpu)
+        for a, g in zip(alone, grouped):
+            assert (g.status, g.steps, g.error, g.guard) == (a.status, a.steps, a.error, a.guard)
+            assert g.guard["verdict"] == "doomed" and g.guard["step"] == 7
+            assert g.curves[["step", "split", "name"]].equals(a.curves[["step", "split", "name"]])
+            assert g.diagnostics["step"].max() == a.diagnostics["step"].max()
+    switch = tiny_cfg(tiny_bert, tiny_glue, guard="switch", guard_switch="lr=1e-8", precision="fp32")
+    assert group_key(switch.replace(attempt=2)) != group_key(switch)  # trains with another lr
+    assert group_key(switch.replace(attempt=2, seed=5)) == group_key(switch.replace(attempt=3))
+    with process_state_kept():
+        second = train_group([switch.replace(attempt=2, seed=s) for s in (1, 2)], execution=cpu)
+    assert [r.guard["switched"] for r in second] == [{"lr": 1e-8}] * 2
+    assert [r.config["lr"] for r in second] == [1e-9, 1e-9] and [r.seeds["attempt"] for r in second] == [2, 2]

@@ -45,6 +45,8 @@ class GroupRecorder:
         self.model, self.optimizer = model, optimizer
         self.every, self.max_grad_norm = int(every), float(max_grad_norm)
         self.rows: list[list[DiagRow]] = [[] for _ in range(model.k)]
+        self.last: list[dict[tuple[str, str], float]] = [{} for _ in range(model.k)]
+        """Per run, ``(group, name) -> value`` of the latest diagnostic step (what its guard reads)."""
         self._hook = None
         self._activation: torch.Tensor | None = None
         if self.every <= 0:
@@ -91,6 +93,7 @@ class GroupRecorder:
         values = torch.cat([p.to(slots.device, torch.float64) for p in parts]).T.tolist()  # the one host sync
         stats = optimizer_stats(step, self.optimizer.param_groups[-1])
         for run, row in enumerate(values):
+            self.last[run] = dict(zip(names, row))
             self.rows[run].extend(DiagRow(step, g, n, v) for (g, n), v in zip(names, row))
             self.rows[run].extend(DiagRow(step, "optim", n, v) for n, v in stats.items())
 

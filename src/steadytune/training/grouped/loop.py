@@ -7,7 +7,8 @@ evaluations, best checkpoint, diagnostics and result. Only the arithmetic is sha
 runs' batches are padded to a common shape and go through the model's matrix products
 together. So a run's result does not depend on which runs share its group, beyond
 floating-point rounding (the tests bound it), and a run that diverges ends alone while the
-others go on.
+others go on. Each run has its own doomed-run guard (:mod:`steadytune.training.guard`),
+fed and checked as alone: one the guard stops ends alone too, at the step it would alone.
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from steadytune.config.execution import Execution
-from steadytune.config.run import WITHIN_GROUP_KEYS, RunConfig
+from steadytune.config.run import WITHIN_GROUP_KEYS, RunConfig, trained_config
 from steadytune.data.batching import batch_order, collate, eval_batches
 from steadytune.training.assemble import build_result
 from steadytune.training.classifier import load_model
 from steadytune.training.evaluation import Tracker
 from steadytune.training.grouped.diagnostics import GroupRecorder, member_grad_norms
 from steadytune.training.grouped.model import GroupedModel, NotGroupable
+from steadytune.training.guard import Guard
 from steadytune.training.inputs import RunData, prepare_data
 from steadytune.training.loop import ProgressFn, resolve_precision, save_checkpoints
 from steadytune.training.metrics import compute_metrics
@@ -42,14 +44,15 @@ from steadytune.training.models import (
 )
 from steadytune.training.optim import build_optimizer, linear_warmup_decay
 from steadytune.training.precision import PrecisionChoice
-from steadytune.training.results import RunResult, derive_seeds
+from steadytune.training.results import RunResult, derive_seeds, label_entropy
 from steadytune.training.schedule import Schedule
 
 
 def group_key(cfg: RunConfig) -> tuple:
     """Runs with equal keys can share a group: they differ only in their seeds (the run seed,
-    the stream seeds, the repeat index: :data:`~steadytune.config.run.WITHIN_GROUP_KEYS`)."""
-    return tuple(sorted((k, v) for k, v in cfg.to_dict().items() if k not in WITHIN_GROUP_KEYS))
+    the stream seeds, the repeat index, the attempt: :data:`~steadytune.config.run.WITHIN_GROUP_KEYS`)
+    in what they train with (a switched attempt trains with ``guard_switch`` applied)."""
+    return tuple(sorted((k, v) for k, v in trained_config(cfg).to_dict().items() if k not in WITHIN_GROUP_KEYS))
 
 
 def check_groupable(cfgs: list[RunConfig]) -> None:
@@ -65,10 +68,14 @@ class _Member:
     """One run of the group: its config, seeds, solo model (kept for saving), tracker and state."""
 
     cfg: RunConfig
+    """What it trains with (:func:`~steadytune.config.run.trained_config` of ``planned``)."""
     seeds: dict[str, int]
     solo: torch.nn.Module
     info: dict[str, Any]
     tracker: Tracker
+    planned: RunConfig | None = None
+    """Its planned configuration (its identity, stored in the result); None: ``cfg``."""
+    guard: Guard | None = None
     status: str = "finished"
     error: str | None = None
     steps: int = 0
@@ -182,6 +189,23 @@ def _record_eval(model: GroupedModel, members: list[_Member], data: RunData, cfg
     for k, metrics in enumerate(evaluate_group(model, data, cfg, device)):
         if members[k].status == "finished":
             members[k].tracker.record_eval(metrics, step, epoch, _MemberView(model, k))
+            if members[k].guard is not None:
+                members[k].guard.note_eval(step, metrics.get(data.metric))
+
+
+def check_members(members: list[_Member], diag: GroupRecorder, step: int) -> None:
+    """Each live run's guard at diagnostics step ``step``; a doomed run of a stopping policy ends
+    as ``stopped`` after ``step + 1`` updates, as it would alone."""
+    if not diag.due(step):
+        return
+    for member, last in zip(members, diag.last):
+        if member.status != "finished" or member.guard is None:
+            continue
+        verdict = member.guard.check(step, last)
+        if verdict.doomed and member.guard.stops:
+            member.status, member.steps = "stopped", step + 1
+            member.error = f"doomed ({verdict.rule}) at step {step}: {verdict.reason}"
+            member.tracker.mark_diverged()
 
 
 def _train(model: GroupedModel, members: list[_Member], data: RunData, cfg: RunConfig, device: torch.device,
@@ -203,6 +227,7 @@ def _train(model: GroupedModel, members: list[_Member], data: RunData, cfg: RunC
             losses = _losses(logits, labels, valid, data.regression)
             losses.sum().backward()
             diag.record(step, logits)
+            check_members(members, diag, step)
             if cfg.max_grad_norm > 0:
                 clip_members(model, cfg.max_grad_norm)
             lr = optimizer.param_groups[-1]["lr"]
@@ -237,6 +262,8 @@ def log_member_losses(members: list[_Member], means: list[float], step: int, epo
         if member.status != "finished":
             continue
         member.tracker.add(step, epoch, "train", {"loss": mean, "lr": lr})
+        if member.guard is not None:
+            member.guard.note_loss(mean)
         if not math.isfinite(mean):
             member.status, member.steps = "diverged", step
             member.error = f"non-finite training loss ({mean}) by step {step}"
@@ -267,7 +294,8 @@ def train_group(cfgs: list[RunConfig], workdirs: list[str | None] | None = None,
     if execution.threads:
         torch.set_num_threads(execution.threads)
     resolved = [resolve_precision(c, execution) for c in cfgs]
-    cfgs, precision = [c for c, _ in resolved], resolved[0][1]
+    planned, precision = [c for c, _ in resolved], resolved[0][1]
+    cfgs = [trained_config(c) for c in planned]  # a switched attempt trains with guard_switch applied
     check_groupable(cfgs)
     cfg = cfgs[0]
     device = torch.device("cuda" if execution.device == "auto" and torch.cuda.is_available()
@@ -278,6 +306,10 @@ def train_group(cfgs: list[RunConfig], workdirs: list[str | None] | None = None,
     members = _load_members(cfgs, data.num_labels, data.metric)
     model = GroupedModel([m.solo for m in members], [m.seeds["dropout"] for m in members], device)
     plan = Schedule.of(cfg, len(data.train))
+    entropy = label_entropy(data.train.labels, data.regression)
+    for member, own in zip(members, planned):
+        member.planned = own
+        member.guard = None if own.guard == "off" else Guard(own.guard, plan.total, entropy, data.baseline)
     _record_eval(model, members, data, cfg, device, 0, 0.0)
     _train(model, members, data, cfg, device, plan, progress)
     return _results(model, members, data, plan, precision, execution, device, workdirs, time.perf_counter() - start)
@@ -290,8 +322,12 @@ def _results(model: GroupedModel, members: list[_Member], data: RunData, plan: S
     for k, m in enumerate(members):
         where = {"device": str(device), "threads": torch.get_num_threads(), "precision": precision.to_dict(),
                  "group": {"size": model.k, "index": k}}
-        result = build_result(m.cfg, data, m.tracker, plan, status=m.status, error=m.error, steps=m.steps,
-                              model_info=m.info, seeds=m.seeds, wall=wall, diagnostics=m.diagnostics, execution=where)
+        planned = m.planned or m.cfg
+        switched = {key: v for key, v in m.cfg.to_dict().items() if v != getattr(planned, key)}
+        guard = {} if m.guard is None else m.guard.record(m.steps, m.status == "stopped", planned.attempt, switched)
+        result = build_result(planned, data, m.tracker, plan, status=m.status, error=m.error, steps=m.steps,
+                              model_info=m.info, seeds=m.seeds, wall=wall, diagnostics=m.diagnostics, execution=where,
+                              guard=guard)
         workdir = (workdirs or [None] * len(members))[k]
         if workdir is not None:
             m.solo.load_state_dict(model.member_state_dict(k))
@@ -302,4 +338,4 @@ def _results(model: GroupedModel, members: list[_Member], data: RunData, plan: S
     return out
 
 
-__all__ = ["check_groupable", "clip_members", "evaluate_group", "group_key", "log_member_losses", "train_group"]
+__all__ = ["check_groupable", "check_members", "clip_members", "evaluate_group", "group_key", "log_member_losses", "train_group"]
