@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from steadytune.config.run import RESTARTS, config_hash
 from steadytune.sweeps.spec import PlannedRun
+from steadytune.sweeps.worker import Job
 
 
 def next_attempt(run: PlannedRun) -> PlannedRun | None:
@@ -32,6 +34,16 @@ def next_attempt(run: PlannedRun) -> PlannedRun | None:
         return None
     nxt = cfg.replace(attempt=cfg.attempt + 1)
     return dataclasses.replace(run, run_id=config_hash(nxt), cfg=nxt)  # same grid label, same precision note
+
+
+def next_job(job: Job) -> Job | None:
+    """The job of the attempt after ``job``'s run (see :func:`next_attempt`): the same execution,
+    its checkpoint folder beside ``job``'s; None when the seed gets no other attempt."""
+    nxt = next_attempt(PlannedRun(job.run_id, job.cfg, job.grid))
+    if nxt is None:
+        return None
+    folder = None if job.checkpoint_dir is None else str(Path(job.checkpoint_dir).parent / nxt.run_id)
+    return dataclasses.replace(job, run_id=nxt.run_id, cfg=nxt.cfg, checkpoint_dir=folder)
 
 
 def current_attempts(planned: Iterable[PlannedRun],
@@ -55,4 +67,4 @@ def current_attempts(planned: Iterable[PlannedRun],
         current = [m or r for r, m in zip(current, moved)]
 
 
-__all__ = ["current_attempts", "next_attempt"]
+__all__ = ["current_attempts", "next_attempt", "next_job"]

@@ -33,7 +33,7 @@ from steadytune.config.execution import Execution
 from steadytune.config.run import ConfigError, within_group_label
 from steadytune.store.leases import Heartbeat, Owner
 from steadytune.store.study import DONE, Study
-from steadytune.sweeps.attempts import current_attempts, next_attempt
+from steadytune.sweeps.attempts import current_attempts, next_job
 from steadytune.sweeps.checkpoints import checkpoint_root, prune_checkpoints
 from steadytune.sweeps.events import (
     AttemptEvent,
@@ -367,12 +367,11 @@ class _Session:
             self.retention.prune(self.study, outcome.run_id)
         self.tally[event.status] += 1
         self.emit(event)
-        nxt = next_attempt(PlannedRun(job.run_id, job.cfg, job.grid)) if event.status == "stopped" else None
+        nxt = next_job(job) if event.status == "stopped" else None
         if nxt is not None:  # planned after the record: a kill in between is caught by current_attempts
             self.study.add_planned([nxt])
-            self.jobs[nxt.run_id] = dataclasses.replace(job, run_id=nxt.run_id, cfg=nxt.cfg, checkpoint_dir=(
-                None if job.checkpoint_dir is None else str(Path(job.checkpoint_dir).parent / nxt.run_id)))
-            self.followups.append(self.jobs[nxt.run_id])
+            self.jobs[nxt.run_id] = nxt
+            self.followups.append(nxt)
             if self.retention is not None:
                 self.retention.group_of[nxt.run_id] = self.retention.group_of[job.run_id]
             self.tally["restarted"] += 1
