@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from steadytune.config.recipes import resolve_config
-from steadytune.config.run import ConfigError, RunConfig, config_hash, identity, trained_config
+from steadytune.config.run import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    identity,
+    trained_config,
+)
 from steadytune.training.guard import Guard, Memory, Signals, Thresholds, judge
 from steadytune.training.loop import train_and_evaluate
 from steadytune.training.results import derive_seeds

@@ -28,7 +28,15 @@ import pandas as pd
 from steadytune.analyses.stats import stuck_mask
 from steadytune.store.records import read_configs
 from steadytune.store.study import Study
-from steadytune.training.guard import HEAD_ENTROPY, LOWER, MAJORITY, TOP, Guard, Thresholds, Verdict
+from steadytune.training.guard import (
+    HEAD_ENTROPY,
+    LOWER,
+    MAJORITY,
+    TOP,
+    Guard,
+    Thresholds,
+    Verdict,
+)
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 """Points of training at which the verdicts are scored (1.0: by the end)."""

@@ -194,7 +194,9 @@ def triage(
     from steadytune.analyses.triage import (
         triage as run_triage,  # pandas and the store: imported when the command runs
     )
-    from steadytune.store.file import StoreError  # with the analysis, for the same reason
+    from steadytune.store.file import (
+        StoreError,  # with the analysis, for the same reason
+    )
 
     try:
         if fmt not in ("table", "csv", "json"):

@@ -36,7 +36,12 @@ from steadytune.report.plots import (
 )
 from steadytune.report.sections import analysis_sections, generalisation_sections
 from steadytune.report.seeds import seed_sections
-from steadytune.report.tables import comparison_html, guards_html, runs_html, table1_html
+from steadytune.report.tables import (
+    comparison_html,
+    guards_html,
+    runs_html,
+    table1_html,
+)
 from steadytune.store.study import Study
 from steadytune.store.tables import CURVE_COLUMNS
 
