@@ -128,7 +128,7 @@ def unpack_bundle() -> None:
 def part_check(s: Session) -> None:
     cmd = [sys.executable, "bench/gpu_check.py", "--device", s.args.device, "--model", s.model,
            "--data-dir", s.data, "--steps", "8"]
-    s.run(cmd, 120, "check.txt")
+    s.run(cmd, 150, "check.txt")
     text = (s.out / "check.txt").read_text() if (s.out / "check.txt").exists() else ""
     s.grouping_ok = "grouped_check=ok" in text
     s.say(f"check: grouping {'ok' if s.grouping_ok else 'NOT ok: studies run ungrouped'}")
