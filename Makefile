@@ -12,12 +12,21 @@ OUT ?= runs/demo
 
 install: $(VENV)/.installed
 
+# What the main job needs: the package and its required dependencies, nothing else.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch first and exactly pinned: a looser requirement pulls a multi-GB CUDA build.
+	# torch first and exactly pinned to the CPU wheel: the package asks for a range (so a
+	# GPU build satisfies it), which pip would resolve to a multi-GB CUDA build here.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[test,ray]"
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# What the tests need on top: every extra they exercise (Ray, hub data, Parquet, the
+# Trainer callback, TensorBoard and MLflow trackers) and the test tools.
+TEST_EXTRAS := test,ray,hub,parquet,trainer,tensorboard,mlflow
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[$(TEST_EXTRAS)]"
 	touch $@
 
 run: install
@@ -27,10 +36,10 @@ run: install
 	$(BIN)/steadytune report $(OUT)/study.db --out $(OUT)/report
 	@echo "report: $(OUT)/report/index.html"
 
-test: install
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not integration and not ray and not browser"
 
 # Speed against Hugging Face Trainer on this machine, same run (docs/performance.md).

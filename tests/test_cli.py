@@ -75,3 +75,14 @@ def test_run_line_says_when_the_best_is_the_untrained_model(tiny_bert, tiny_glue
             f"beat it); majority baseline {base:.4f}; {verdict}; 3 steps in {payload['wall_seconds']:.1f}s"
             ) in res.output.splitlines()
     assert "None" not in res.output
+
+
+def test_python_dash_m_steadytune_is_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "steadytune", "recipes", "--json"], capture_output=True,
+                         text=True, check=True)
+    assert '"mosbach2021"' in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "steadytune", "nosuchcommand"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "No such command" in bad.stderr

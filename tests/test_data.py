@@ -87,6 +87,17 @@ def test_glue_dir_from_env(monkeypatch):
     assert len(load_split(cfg, "dev")) == 277
 
 
+@needs_glue
+def test_glue_dir_from_steadytune_data(monkeypatch):
+    """The README's STEADYTUNE_DATA (the folder holding glue/) is honoured when GLUE_DIR is unset."""
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.setenv("STEADYTUNE_DATA", str(GLUE.parent))
+    assert glue_dir(None) == GLUE
+    monkeypatch.setenv("GLUE_DIR", "/nonexistent")  # GLUE_DIR wins over STEADYTUNE_DATA
+    with pytest.raises(DataError, match="GLUE directory /nonexistent does not exist"):
+        glue_dir(None)
+
+
 # ------------------------------------------------------------------ malformed GLUE inputs
 
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
@@ -139,6 +150,7 @@ def test_glue_non_numeric_score(tmp_path):
 
 def test_glue_missing_file_and_dir(tmp_path, monkeypatch):
     monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.delenv("STEADYTUNE_DATA", raising=False)
     with pytest.raises(DataError, match="pass --data-dir .* or set the GLUE_DIR"):
         glue_dir(None)
     with pytest.raises(DataError, match=r"does not exist; pass --data-dir or set GLUE_DIR"):
@@ -243,7 +255,7 @@ def test_custom_file_resolution_errors(tmp_path):
     with pytest.raises(DataError, match=r"no dev\.csv, dev\.tsv or dev\.jsonl in"):
         custom_file(str(tmp_path), "dev")
     single = _write_custom(tmp_path, "csv", "train", [{"text": "a", "label": "x"}])
-    with pytest.raises(DataError, match="single file, used for the train split only"):
+    with pytest.raises(DataError, match="is a single file: load it as 'train' and carve a dev split"):
         custom_file(str(single), "dev")
     _write_custom(tmp_path, "jsonl", "train", [{"text": "a", "label": "x"}])
     with pytest.raises(DataError, match="several train files"):
@@ -396,3 +408,99 @@ def test_collate_pads_right_with_mask():
     batch = collate(reg, np.array([2, 1]), pad_id=9)
     assert "token_type_ids" not in batch and batch["labels"].dtype == torch.float32
     assert batch["input_ids"].shape == (2, 6) and batch["input_ids"][1].tolist() == [101, 7, 102, 9, 9, 9]
+
+
+# ------------------------------------------------------------------ one custom file: a carved dev split
+
+
+def _single_file_cfg(path: Path, **changes):
+    from steadytune.config.run import RunConfig
+
+    return RunConfig(task="custom", data_file=str(path), **changes)
+
+
+def test_single_custom_file_gets_a_seeded_stratified_dev_split(tmp_path):
+    rows = [{"text": f"t{i}", "label": "pos" if i % 4 == 0 else "neg"} for i in range(200)]  # 50 pos, 150 neg
+    path = _write_custom(tmp_path, "csv", "all", rows)
+    cfg = _single_file_cfg(path, dev_fraction=0.2)
+    train, dev = load_split(cfg, "train"), load_split(cfg, "dev")
+    assert (len(train), len(dev)) == (160, 40)
+    assert not set(train.texts_a) & set(dev.texts_a)  # a partition: no example in both
+    assert sorted(train.texts_a + dev.texts_a) == sorted(r["text"] for r in rows)
+    assert (dev.labels == dev.label_names.index("pos")).sum() == 10  # 25% of 40: stratified
+    assert dev.label_names == train.label_names == ("neg", "pos")
+    again = load_split(cfg, "dev")
+    assert again.texts_a == dev.texts_a  # same seed, same split
+    other = load_split(cfg.replace(train_limit_seed=1), "dev")
+    assert other.texts_a != dev.texts_a
+    assert "held out dev_fraction=0.2 of 200 rows, seed 0, stratified" in dev.source
+    assert dev.source.startswith(str(path)) and "[dev: 40 rows" in dev.source
+
+
+def test_single_custom_file_split_is_recorded_in_the_result(tiny_bert, tmp_path):
+    import steadytune
+
+    rows = [{"text": f"word{i % 7} other{i % 3}", "label": str(i % 2)} for i in range(40)]
+    path = _write_custom(tmp_path, "jsonl", "data", rows)
+    result = steadytune.run(task="custom", recipe="devlin2019", seed=1, model=str(tiny_bert),
+                            data_file=str(path), max_steps=2, evals_per_epoch=0, threads=1)
+    assert result.data["n_train"] == 36 and result.data["n_dev"] == 4
+    assert "held out dev_fraction=0.1 of 40 rows, seed 0, stratified" in result.data["dev_source"]
+    assert result.config["dev_fraction"] == 0.1
+
+
+def test_single_custom_file_too_small_and_bad_fraction(tmp_path):
+    from steadytune.config.run import ConfigError
+
+    path = _write_custom(tmp_path, "csv", "one", [{"text": "a", "label": "x"}])
+    with pytest.raises(DataError, match="1 example\\(s\\) cannot be split into train and dev"):
+        load_split(_single_file_cfg(path), "dev")
+    with pytest.raises(ConfigError, match=r"dev_fraction must be in \(0, 1\), got 1.0"):
+        _single_file_cfg(path, dev_fraction=1.0)
+
+
+# ------------------------------------------------------------------ hub: a data set saved by `datasets`
+
+
+def _saved_hub_dataset(folder: Path) -> Path:
+    """An RTE-like data set written by ``datasets`` itself (Parquet, ClassLabel kept in its schema)."""
+    datasets = pytest.importorskip("datasets", reason="the 'hub' extra (datasets) is not installed")
+    features = datasets.Features({"premise": datasets.Value("string"), "hypothesis": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["entailment", "not_entailment"])})
+    for split, n in (("train", 32), ("validation", 12)):
+        data = {"premise": [f"a{i % 5} b{i % 3} c" for i in range(n)],
+                "hypothesis": [f"b{i % 4} d" for i in range(n)], "label": [i % 2 for i in range(n)]}
+        datasets.Dataset.from_dict(data, features=features).to_parquet(str(folder / f"{split}.parquet"))
+    return folder
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the 'hub' extra (datasets) is not installed")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    return tmp_path / "hf-cache"
+
+
+def test_hub_task_loads_a_saved_dataset_through_load_dataset(tmp_path, hub_cache):
+    folder = _saved_hub_dataset(tmp_path / "rte-like")
+    cfg = SimpleNamespace(task=f"hub:{folder}", data_dir=None, data_file=None,
+                          text_columns="premise,hypothesis", label_column="label")
+    train, dev = load_split(cfg, "train"), load_split(cfg, "dev")
+    assert (len(train), len(dev)) == (32, 12)
+    assert train.label_names == ("entailment", "not_entailment")
+    assert train.labels.tolist()[:4] == [0, 1, 0, 1] and dev.texts_b[1] == "b1 d"
+    assert dev.source == f"hub:{folder}[validation]"
+
+
+def test_hub_task_trains_end_to_end(tiny_bert, tmp_path, hub_cache):
+    import steadytune
+
+    folder = _saved_hub_dataset(tmp_path / "rte-like")
+    result = steadytune.run(task=f"hub:{folder}", recipe="devlin2019", seed=1, model=str(tiny_bert),
+                            text_columns="premise,hypothesis", max_steps=3, threads=1, out=tmp_path / "run")
+    assert result.status == "finished" and result.steps == 3
+    assert result.metric == "acc" and result.data["n_dev"] == 12
+    assert result.data["label_names"] == ["entailment", "not_entailment"]
+    assert 0.0 <= result.metrics["final"]["acc"] <= 1.0 and result.majority_baseline == 0.5
+    assert (tmp_path / "run" / "result.json").exists()

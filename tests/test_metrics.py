@@ -63,6 +63,37 @@ def test_correlations_match_scipy(seed: int) -> None:
     assert M.pearson(xt, yt) == pytest.approx(sps.pearsonr(xt, yt)[0], abs=1e-12)
 
 
+def _numpy_pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """The hand-written Pearson steadytune used before it called SciPy (kept as a reference)."""
+    a, b = a - a.mean(), b - b.mean()
+    return float(np.clip((a @ b) / np.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
+
+
+def _numpy_ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks, as steadytune's hand-written ``_rankdata`` computed them."""
+    order = np.argsort(x, kind="mergesort")
+    inverse = np.empty(x.size, dtype=np.intp)
+    inverse[order] = np.arange(x.size)
+    xs = x[order]
+    new_value = np.r_[True, xs[1:] != xs[:-1]]
+    dense = np.cumsum(new_value)[inverse]
+    bounds = np.r_[np.nonzero(new_value)[0], x.size]
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_scipy_correlations_keep_the_previous_values(seed: int) -> None:
+    """Moving to SciPy changed no stored number: same values as the former numpy code (1e-12)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=80)
+    y = 0.3 * x + rng.normal(size=80)
+    xt = np.round(rng.uniform(0, 5, 80) * 5) / 5  # STS-B-like ties
+    for a, b in ((x, y), (xt, np.round(xt + rng.normal(size=80))), (x.astype(np.float32), y)):
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        assert M.pearson(a, b) == pytest.approx(_numpy_pearson(a64, b64), abs=1e-12)
+        assert M.spearman(a, b) == pytest.approx(_numpy_pearson(_numpy_ranks(a64), _numpy_ranks(b64)), abs=1e-12)
+
+
 # --- edge cases ------------------------------------------------------------------------
 
 

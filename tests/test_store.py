@@ -232,6 +232,8 @@ def filled(tmp_path) -> Path:
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_export_round_trip(filled, tmp_path, suffix):
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow", reason="the 'parquet' extra (pyarrow) is not installed")
     out = tmp_path / "out" / f"study{suffix}"
     with Study.open(filled, readonly=True) as study:
         written = export_study(study, out)
@@ -249,6 +251,24 @@ def test_export_round_trip(filled, tmp_path, suffix):
     pd.testing.assert_frame_equal(read(written[1]), curves, check_dtype=False)
     with pytest.raises(StoreError, match="parquet or .csv"):
         export_study(Study.open(filled, readonly=True), tmp_path / "x.xlsx")
+
+
+def test_parquet_export_without_pyarrow_is_one_clear_error(filled, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError("No module named 'pyarrow'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    with Study.open(filled, readonly=True) as study:
+        with pytest.raises(StoreError, match=r"^study\.parquet: Parquet export needs pyarrow: "
+                                             r"pip install 'steadytune\[parquet\]' \(or export to \.csv\)$"):
+            export_study(study, tmp_path / "out" / "study.parquet")
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 def test_transactions_and_the_checkpoint_list(filled):

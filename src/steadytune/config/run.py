@@ -66,6 +66,8 @@ class RunConfig:
     """Keep the label proportions when down-sampling (classification tasks)."""
     dev_limit: int = 0
     """Evaluate on a seeded, stratified subset of this many dev examples (0 = all)."""
+    dev_fraction: float = 0.1
+    """For ``task=custom`` with one ``data_file``: the share held out as dev (seeded by ``train_limit_seed``)."""
     max_length: int = 128
     """Maximum tokens per example; pairs are truncated longest-first."""
     segment_ids: str = "correct"
@@ -258,6 +260,8 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be >= 0, got {value!r}")
     if cfg.epochs == 0 and cfg.max_steps == 0:
         raise ConfigError("either epochs or max_steps must be > 0")
+    if not 0.0 < cfg.dev_fraction < 1.0:
+        raise ConfigError(f"dev_fraction must be in (0, 1), got {cfg.dev_fraction!r}")
     unit = ("warmup_ratio", "hidden_dropout", "attention_dropout", "classifier_dropout")
     for key in unit:
         if not 0.0 <= getattr(cfg, key) < 1.0:

@@ -19,18 +19,19 @@ from steadytune.data.tasks import TASKS, DataError, get_task
 
 
 def glue_dir(data_dir: str | None) -> Path:
-    """The GLUE folder: ``data_dir`` if given, else ``$GLUE_DIR``.
+    """The GLUE folder: ``data_dir`` if given, else ``$GLUE_DIR``, else ``$STEADYTUNE_DATA``.
 
     Either the GLUE folder itself (holding ``RTE/``, ``MRPC/`` ...) or a parent that
-    contains ``glue/`` is accepted.
+    contains ``glue/`` is accepted (so ``STEADYTUNE_DATA`` may name the data folder that
+    holds ``glue/``).
 
     Raises:
-        DataError: neither is set, or the folder does not exist.
+        DataError: none is set, or the folder does not exist.
     """
-    given = data_dir or os.environ.get("GLUE_DIR")
+    given = data_dir or os.environ.get("GLUE_DIR") or os.environ.get("STEADYTUNE_DATA")
     if not given:
         raise DataError("no GLUE directory given: pass --data-dir (config key data_dir) "
-                        "or set the GLUE_DIR environment variable")
+                        "or set the GLUE_DIR (or STEADYTUNE_DATA) environment variable")
     path = Path(given).expanduser()
     if not path.is_dir():
         raise DataError(f"GLUE directory {path} does not exist; pass --data-dir or set "

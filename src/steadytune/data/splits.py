@@ -46,12 +46,37 @@ class Split:
                      self.label_names)
 
 
-def downsample(split: Split, n: int, seed: int, stratify: bool = True) -> Split:
-    """A seeded random subset of ``n`` examples, in their original order.
+def sample_indices(split: Split, n: int, seed: int, stratify: bool = True) -> np.ndarray:
+    """Sorted positions of a seeded random subset of ``n`` examples (all when ``n >= len(split)``).
 
     Stratified sampling gives every class ``n * count / total`` examples, rounded by
     largest remainder so the sizes sum to exactly ``n``. Regression splits are never
     stratified.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"downsample size must be >= 1, got {n}")
+    total = len(split)
+    if n >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    if not stratify or split.is_regression:
+        return np.sort(rng.choice(total, size=n, replace=False))
+    classes, counts = np.unique(split.labels, return_counts=True)
+    exact = n * counts / total
+    quota = np.floor(exact).astype(np.int64)
+    # Largest remainder; ties go to the lower class id (stable sort) for determinism.
+    order = np.argsort(-(exact - quota), kind="stable")
+    quota[order[: n - int(quota.sum())]] += 1
+    chosen = [rng.choice(np.flatnonzero(split.labels == c), size=int(k), replace=False)
+              for c, k in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))
+
+
+def downsample(split: Split, n: int, seed: int, stratify: bool = True) -> Split:
+    """A seeded random subset of ``n`` examples, in their original order (:func:`sample_indices`).
 
     Args:
         split: the full split.
@@ -62,21 +87,27 @@ def downsample(split: Split, n: int, seed: int, stratify: bool = True) -> Split:
     Raises:
         ValueError: ``n < 1``.
     """
-    if n < 1:
-        raise ValueError(f"downsample size must be >= 1, got {n}")
-    total = len(split)
-    if n >= total:
+    if n >= len(split) and n >= 1:
         return split
-    rng = np.random.default_rng(seed)
-    if not stratify or split.is_regression:
-        return split.subset(np.sort(rng.choice(total, size=n, replace=False)))
-    classes, counts = np.unique(split.labels, return_counts=True)
-    exact = n * counts / total
-    quota = np.floor(exact).astype(np.int64)
-    # Largest remainder; ties go to the lower class id (stable sort) for determinism.
-    order = np.argsort(-(exact - quota), kind="stable")
-    quota[order[: n - int(quota.sum())]] += 1
-    chosen = [rng.choice(np.flatnonzero(split.labels == c), size=int(k), replace=False)
-              for c, k in zip(classes, quota)]
-    return split.subset(np.sort(np.concatenate(chosen)))
+    return split.subset(sample_indices(split, n, seed, stratify))
 
+
+def holdout(split: Split, fraction: float, seed: int, stratify: bool = True) -> tuple[Split, Split]:
+    """Carve a seeded (stratified) dev split out of ``split``: ``(rest, held_out)``.
+
+    ``round(fraction * len(split))`` examples (at least 1, and at least one left to train
+    on) are drawn as by :func:`downsample` with ``seed``; the rest keep their order. The
+    same arguments always give the same two parts, so the train and the dev split of a
+    run, loaded separately, never overlap.
+
+    Raises:
+        ValueError: ``fraction`` outside (0, 1), or fewer than 2 examples.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"dev fraction must be in (0, 1), got {fraction}")
+    if len(split) < 2:
+        raise ValueError(f"{split.source}: {len(split)} example(s) cannot be split into train and dev")
+    n = min(len(split) - 1, max(1, round(fraction * len(split))))
+    held = sample_indices(split, n, seed, stratify)
+    rest = np.setdiff1d(np.arange(len(split)), held)
+    return split.subset(rest), split.subset(held)

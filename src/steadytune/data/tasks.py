@@ -80,3 +80,8 @@ def get_task(name: str) -> TaskSpec:
         raise DataError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)} (or 'custom')")
     return TASKS[key]
 
+
+
+def is_glue_task(name: str) -> bool:
+    """Whether ``name`` names a GLUE task rather than ``custom`` or ``hub:<name>`` data."""
+    return name != "custom" and not name.startswith("hub:")

@@ -43,14 +43,24 @@ def parse_text_columns(text_columns: str) -> tuple[str, ...]:
     return names
 
 
+def is_single_file(path: str) -> bool:
+    """Whether ``data_file`` names one file (not a directory, not a ``{split}`` pattern).
+
+    A single file holds both splits: the run carves a seeded dev split out of it
+    (:func:`steadytune.data.loading.single_file_split`).
+    """
+    return "{split}" not in path and Path(path).expanduser().is_file()
+
+
 def custom_file(path: str, split: str) -> Path:
     """Resolve the file of ``split`` for ``task=custom``.
 
     ``path`` is one of
       * a directory holding ``train.<ext>`` and ``dev.<ext>`` (ext csv, tsv or jsonl);
       * a pattern with ``{split}``, e.g. ``data/{split}.jsonl``;
-      * a single file, used as the train split only (asking for ``dev`` is an error,
-        because evaluating on the training data would be silently wrong).
+      * a single file: its rows (asking for ``dev`` here is an error, because evaluating
+        on the training data would be silently wrong; a run carves a dev split out of
+        it instead, see :func:`steadytune.data.loading.single_file_split`).
 
     Raises:
         DataError: missing, ambiguous or unsupported file; the message says how to fix it.
@@ -73,8 +83,9 @@ def custom_file(path: str, split: str) -> Path:
     else:
         file = Path(path).expanduser()
         if file.is_file() and split != "train":
-            raise DataError(f"data_file {file} is a single file, used for the train split "
-                            f"only; for a {split} split {hint}")
+            raise DataError(f"data_file {file} is a single file: load it as 'train' and carve a "
+                            f"{split} split out of it (steadytune.data.loading.single_file_split), "
+                            f"or {hint}")
     if not file.is_file():
         raise DataError(f"data file {file} not found; {hint}")
     if file.suffix.lower() not in CUSTOM_SUFFIXES:

@@ -32,13 +32,26 @@ def export_study(study: Study, path: str | Path) -> list[Path]:
         The files written: runs, curves, then diagnostics if there are any.
 
     Raises:
-        StoreError: an unsupported suffix.
+        StoreError: an unsupported suffix, or ``.parquet`` without pyarrow (the
+            ``parquet`` extra); nothing is written then.
     """
     out = Path(path)
     if out.suffix not in (".parquet", ".csv"):
         raise StoreError(f"export to .parquet or .csv, not {out.name!r}")
+    if out.suffix == ".parquet" and not parquet_available():
+        raise StoreError(f"{out.name}: Parquet export needs pyarrow: pip install 'steadytune[parquet]' "
+                         "(or export to .csv)")
     tables = study.transaction(_read_tables, write=False)
     return [_write_table(df, out.with_name(f"{out.stem}{tag}{out.suffix}")) for tag, df in tables.items()]
+
+
+def parquet_available() -> bool:
+    """Whether pyarrow, which pandas writes Parquet with, can be imported."""
+    try:
+        import pyarrow  # noqa: F401 - optional extra ('parquet'): only Parquet export needs it
+    except ImportError:
+        return False
+    return True
 
 
 def _read_tables(conn: sqlite3.Connection) -> dict[str, pd.DataFrame]:
@@ -63,4 +76,4 @@ def _write_table(df: pd.DataFrame, target: Path) -> Path:
     return target
 
 
-__all__ = ["export_study"]
+__all__ = ["export_study", "parquet_available"]

@@ -11,7 +11,7 @@ from steadytune.config.run import RunConfig
 from steadytune.data.batching import Encoded, encode
 from steadytune.data.loading import load_split
 from steadytune.data.splits import Split, downsample
-from steadytune.data.tasks import TaskSpec, get_task
+from steadytune.data.tasks import TaskSpec, get_task, is_glue_task
 from steadytune.training.metrics import majority_baseline, metric_kind
 
 
@@ -20,7 +20,7 @@ class RunData:
     """The train and dev splits of one run, tokenised, with the metric that scores them."""
 
     task: TaskSpec | None
-    """The GLUE task; None for ``task="custom"``."""
+    """The GLUE task; None for ``custom`` and ``hub:`` data."""
     train: Split
     """The (down-sampled) training split."""
     dev: Split
@@ -73,7 +73,7 @@ def prepare_data(cfg: RunConfig, tokenizer: Any, use_token_types: bool) -> RunDa
         train = downsample(train, cfg.train_limit, cfg.train_limit_seed, stratify=cfg.stratify and not regression)
     if cfg.dev_limit:  # quick studies: a fixed subset, the same for every run seed
         dev = downsample(dev, cfg.dev_limit, cfg.train_limit_seed, stratify=cfg.stratify and not regression)
-    task = get_task(cfg.task) if cfg.task != "custom" else None
+    task = get_task(cfg.task) if is_glue_task(cfg.task) else None
     metric = cfg.metric or (task.metric if task else ("pearson" if regression else "acc"))
     kind = metric_kind(metric)
     baseline = majority_baseline(train.labels, dev.labels, metric, regression=regression)

@@ -1,6 +1,8 @@
-"""GLUE dev-set metrics, majority-class baselines and the failed-run rule, in pure numpy.
+"""GLUE dev-set metrics, majority-class baselines and the failed-run rule.
 
-The values match scikit-learn / SciPy (checked in ``tests/test_metrics.py``) and are in
+Accuracy, F1 and MCC are numpy; the correlations are SciPy's (``scipy.stats``), with
+steadytune's conventions for constant and non-finite inputs. The values match
+scikit-learn / SciPy (checked in ``tests/test_metrics.py``) and are in
 their units: accuracy, F1 and MCC in [0, 1] (MCC in [-1, 1]), correlations in [-1, 1].
 Multiplying by 100, as the paper prints them, is left to :mod:`steadytune.stats`.
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from scipy import stats
 
 __all__ = ["FAILED_TOL", "METRIC_KINDS", "accuracy", "compute_metrics", "f1_binary",
            "is_failed", "majority_baseline", "majority_prediction", "matthews_corrcoef",
@@ -113,8 +116,23 @@ def matthews_corrcoef(preds: np.ndarray, labels: np.ndarray) -> float:
     return float(np.clip(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp), -1.0, 1.0))
 
 
+def _finite_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray] | float:
+    """The two samples as float64, or the value a correlation of them takes by convention.
+
+    NaN when either holds a non-finite value, 0.0 when either is constant (tested by
+    equality: ``a - a.mean()`` may be ~1e-16); SciPy would return NaN with a warning there.
+    """
+    a, b = _pair(x, y)
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return float("nan")
+    if np.all(a == a[0]) or np.all(b == b[0]):
+        return 0.0
+    return a, b
+
+
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation, like ``scipy.stats.pearsonr(x, y).statistic``.
+    """Pearson correlation: ``scipy.stats.pearsonr(x, y).statistic``.
 
     Args:
         x: first sample (e.g. predicted scores).
@@ -129,30 +147,14 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     Raises:
         ValueError: if the inputs are empty or differ in length.
     """
-    a, b = _pair(x, y)
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return float("nan")
-    if np.all(a == a[0]) or np.all(b == b[0]):  # by equality: a - a.mean() may be ~1e-16
-        return 0.0
-    a, b = a - a.mean(), b - b.mean()
-    return float(np.clip((a @ b) / np.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
-
-
-def _rankdata(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (``scipy.stats.rankdata`` default)."""
-    order = np.argsort(x, kind="mergesort")
-    inverse = np.empty(x.size, dtype=np.intp)
-    inverse[order] = np.arange(x.size)
-    xs = x[order]
-    new_value = np.r_[True, xs[1:] != xs[:-1]]
-    dense = np.cumsum(new_value)[inverse]
-    bounds = np.r_[np.nonzero(new_value)[0], x.size]
-    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+    pair = _finite_pair(x, y)
+    if isinstance(pair, float):
+        return pair
+    return float(np.clip(stats.pearsonr(*pair).statistic, -1.0, 1.0))
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation (Pearson of average ranks), like ``scipy.stats.spearmanr``.
+    """Spearman rank correlation (ties get their average rank): ``scipy.stats.spearmanr``.
 
     Args:
         x: first sample.
@@ -165,11 +167,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     Raises:
         ValueError: if the inputs are empty or differ in length.
     """
-    a, b = _pair(x, y)
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-        return float("nan")
-    return pearson(_rankdata(a), _rankdata(b))
+    pair = _finite_pair(x, y)
+    if isinstance(pair, float):
+        return pair
+    return float(np.clip(stats.spearmanr(*pair).statistic, -1.0, 1.0))
 
 
 def _acc(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
