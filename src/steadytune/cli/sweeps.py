@@ -61,10 +61,10 @@ RayOpt = Annotated[Optional[str], typer.Option(help="Existing Ray cluster (defau
 WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes; 0 = automatic: 1 on CPU, "
     "several runs per GPU when the runs go to GPUs.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
-GroupOpt = Annotated[int, typer.Option(
-    "--group-size", help="Train up to K runs that differ only in their seed as one grouped model (several seeds "
-    "per process; each run's result is the one it gets alone, up to rounding); 1 = every run alone; "
-    "0 = automatic: grouped on a GPU, alone on a CPU.")]
+GROUP_HELP = ("Train up to K runs that differ only in their seed as one grouped model (several seeds "
+              "per process; each run's result is the one it gets alone, up to rounding); 1 = every run alone; "
+              "0 = automatic: grouped on a GPU, alone on a CPU.")
+GroupOpt = Annotated[int, typer.Option("--group-size", help=GROUP_HELP)]
 KeepOpt = Annotated[int, typer.Option(
     "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "
     "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")]
@@ -165,27 +165,67 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
         _print_totals(totals, err)
 
 
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    "--config", help="A study file (TOML) with the keys of these flags; see docs/sweeps.md.")]
+
+
 def sweep(
-    tasks: Annotated[str, typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.")],
-    recipes: Annotated[str, typer.Option(help="Comma-separated recipes, e.g. devlin2019,mosbach2021.")],
-    seeds: Annotated[str, typer.Option(help="Seeds: 1-25, 1,3,5 or 1-5,10.")],
-    store: Annotated[Path, typer.Option(help="The study file (SQLite), created if missing.")],
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks, e.g. rte,mrpc.")] = None,
+    recipes: Annotated[Optional[str], typer.Option(help="Comma-separated recipes, e.g. devlin2019,mosbach2021.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="Seeds: 1-25, 1,3,5 or 1-5,10.")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="The study file (SQLite), created if missing.")] = None,
     model: Annotated[Optional[list[str]], typer.Option(help="Model (repeatable); default minilm.")] = None,
     data_dir: Annotated[Optional[str], typer.Option(help="GLUE directory (default $GLUE_DIR).")] = None,
     set_: SetOpt = None,
     grid: Annotated[Optional[list[str]], typer.Option(help="Sweep a key: key=v1,v2 (repeatable).")] = None,
     train_limit: Annotated[Optional[int], typer.Option(help="Down-sample training data to N examples.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Train for exactly N optimiser steps.")] = None,
-    repeats: Annotated[int, typer.Option(help="Run each config and seed N times as distinct runs (the "
-                                              "nondeterminism floor).")] = 1,
-    executor: ExecutorOpt = "local",
+    repeats: Annotated[Optional[int], typer.Option(help="Run each config and seed N times as distinct runs (the "
+                                                        "nondeterminism floor; default 1).")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="local or ray.")] = None,
     ray_address: RayOpt = None,
-    workers: WorkersOpt = 0,
+    workers: Annotated[Optional[int], typer.Option(help="Parallel local worker processes; 0 = automatic: 1 on "
+                                                        "CPU, several runs per GPU when the runs go to GPUs.")] = None,
     dry_run: DryRunOpt = False,
-    keep_checkpoints: KeepOpt = 0,
-    group_size: GroupOpt = 0,
+    keep_checkpoints: Annotated[Optional[int], typer.Option(
+        "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "
+        "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")] = None,
+    group_size: Annotated[Optional[int], typer.Option("--group-size", help=GROUP_HELP)] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Run (or resume) a seed sweep into a study; finished runs are never redone."""
+    """Run (or resume) a seed sweep into a study; finished runs are never redone.
+
+    With --config STUDY.toml the sweeps come from the file; --store, --executor,
+    --workers, --ray-address, --keep-checkpoints and --dry-run may still be given (they
+    win over the file), the flags that say what runs may not.
+    """
+    what = {"--tasks": tasks, "--recipes": recipes, "--seeds": seeds, "--model": model, "--data-dir": data_dir,
+            "--set": set_, "--grid": grid, "--train-limit": train_limit, "--max-steps": max_steps,
+            "--repeats": repeats}
+    try:
+        plan = _plan(config, what)
+        target = store or plan.store
+        if target is None:
+            raise _config_error(f"give --store STUDY.db{' (the study file names none)' if config else ''}")
+    except study_errors() as exc:
+        fail(exc)
+        return
+    _drive(list(plan.specs), Path(target), executor=executor or plan.executor,
+           workers=plan.workers if workers is None else workers, ray_address=ray_address or plan.ray_address,
+           dry_run=dry_run, keep_checkpoints=plan.keep_checkpoints if keep_checkpoints is None else keep_checkpoints,
+           group_size=plan.group_size if group_size is None else group_size)
+
+
+def _config_error(message: str) -> Exception:
+    from steadytune.config.errors import (
+        ConfigError,  # lazy: `steadytune --help` stays fast
+    )
+
+    return ConfigError(message)
+
+
+def _plan(config: Optional[Path], what: dict):  # noqa: ANN202 - a StudyFile, loaded lazily
+    """The sweeps of ``sweep``'s options: the study file, or one spec from the flags (not both)."""
     from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
         DEFAULT_MODEL,
         parse_assignments,
@@ -195,16 +235,24 @@ def sweep(
         parse_grid,
         parse_seeds,
     )
+    from steadytune.sweeps.studyfile import (  # lazy: `steadytune --help` stays fast
+        StudyFile,
+        load_study_file,
+    )
 
-    try:
-        spec = SweepSpec(tasks=split_list(tasks), models=model or [DEFAULT_MODEL], recipes=split_list(recipes),
-                         seeds=parse_seeds(seeds), overrides=parse_assignments(set_), grid=parse_grid(grid),
-                         train_limit=train_limit, max_steps=max_steps, data_dir=data_dir, repeats=repeats)
-    except study_errors() as exc:
-        fail(exc)
-        return
-    _drive([spec], store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
-           keep_checkpoints=keep_checkpoints, group_size=group_size)
+    if config is not None:
+        given = [flag for flag, value in what.items() if value is not None]
+        if given:
+            raise _config_error(f"{given[0]} cannot be combined with --config: put it in {config}")
+        return load_study_file(config)
+    if what["--tasks"] is None or what["--recipes"] is None or what["--seeds"] is None:
+        raise _config_error("give --tasks, --recipes and --seeds (or --config STUDY.toml)")
+    return StudyFile((SweepSpec(
+        tasks=split_list(what["--tasks"]), models=what["--model"] or [DEFAULT_MODEL],
+        recipes=split_list(what["--recipes"]), seeds=parse_seeds(what["--seeds"]),
+        overrides=parse_assignments(what["--set"]), grid=parse_grid(what["--grid"]),
+        train_limit=what["--train-limit"], max_steps=what["--max-steps"], data_dir=what["--data-dir"],
+        repeats=1 if what["--repeats"] is None else what["--repeats"]),))
 
 
 def _list_experiments() -> None:
@@ -240,15 +288,22 @@ def experiment(
     keep_checkpoints: KeepOpt = 0,
     group_size: GroupOpt = 0,
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
+    export: Annotated[Optional[Path], typer.Option(
+        help="Write the experiment as a study file (TOML) instead of running it.")] = None,
 ) -> None:
-    """Run (or resume) one of the paper's experiments: all its sweeps into one study."""
+    """Run (or resume) one of the paper's experiments: all its sweeps into one study.
+
+    With --export FILE.toml it writes them as a study file (`steadytune sweep --config
+    FILE.toml` runs it) and runs nothing.
+    """
     from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
         DEFAULT_MODEL,
         ConfigError,
         parse_assignments,
     )
-    from steadytune.sweeps.experiments import (
-        experiment_specs,  # lazy: `steadytune --help` stays fast
+    from steadytune.sweeps.experiments import (  # lazy: `steadytune --help` stays fast
+        experiment_specs,
+        export_experiment,
     )
     from steadytune.sweeps.spec import (
         parse_seeds,  # lazy: `steadytune --help` stays fast
@@ -258,11 +313,15 @@ def experiment(
         _list_experiments()
         return
     try:
-        if name is None or store is None:
+        if name is None or (store is None and export is None):
             raise ConfigError("give an experiment NAME and --store STUDY.db (see `steadytune experiment --list`)")
-        specs = experiment_specs(name, seeds=parse_seeds(seeds), model=model or [DEFAULT_MODEL],
-                                 data_dir=data_dir, tasks=split_list(tasks) if tasks else None,
-                                 overrides=parse_assignments(set_), train_limit=train_limit)
+        options = dict(seeds=parse_seeds(seeds), model=model or [DEFAULT_MODEL], data_dir=data_dir,
+                       tasks=split_list(tasks) if tasks else None, overrides=parse_assignments(set_),
+                       train_limit=train_limit)
+        if export is not None:
+            typer.echo(str(export_experiment(name, export, store=str(store) if store else None, **options)))
+            return
+        specs = experiment_specs(name, **options)
     except study_errors() as exc:
         fail(exc)
         return

@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from steadytune.config.recipes import resolve_config
 from steadytune.config.run import DEFAULT_MODEL, ConfigError
 from steadytune.data.glue import load_glue
 from steadytune.sweeps.spec import SweepSpec
+from steadytune.sweeps.studyfile import study_file_text
 
 DOWNSAMPLE_SIZE = 1000
 """Training examples of the down-sampled settings (paper §4(c))."""
@@ -133,4 +135,30 @@ def experiment_specs(name: str, *, seeds: Sequence[int], model: str | Sequence[s
     return [replace(s, train_limit=train_limit) for s in specs] if train_limit is not None else specs
 
 
-__all__ = ["DOWNSAMPLE_SIZE", "EXPERIMENTS", "describe", "experiment_specs", "full_data_steps"]
+def export_experiment(name: str, path: str | Path, *, store: str | None = None, **options: Any) -> Path:
+    """Write experiment ``name`` as a study file (``steadytune sweep --config PATH`` runs it).
+
+    Args:
+        name: a key of :data:`EXPERIMENTS`.
+        path: the ``.toml`` file to write (its folder is created); the header's command names
+            it as given (relative to where the command is meant to run).
+        store: the study file it names (None: the reproducing command asks for ``--store``).
+        **options: as for :func:`experiment_specs` (``seeds`` required).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        The errors of :func:`experiment_specs`.
+    """
+    path = Path(path)
+    specs = experiment_specs(name, **options)
+    title = f"experiment {name}: {describe(name).rstrip('.')}"
+    text = study_file_text(specs, str(path), store=store, title=title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+__all__ = ["DOWNSAMPLE_SIZE", "EXPERIMENTS", "describe", "experiment_specs", "export_experiment",
+           "full_data_steps"]
