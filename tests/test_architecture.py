@@ -1,7 +1,7 @@
 """The package's layering: imports point one way, no cycles, no private names across modules.
 
 Layers, lowest first (docs/architecture.md): config -> data -> training -> store -> sweeps
--> analyses -> report -> cli. A module may import its own layer and the layers below;
+-> analyses -> integrations -> report -> cli. A module may import its own layer and the layers below;
 ``testing`` (tiny models for tests) may import config, data and training and nothing
 imports it; the package root (the public API) may import anything and nothing imports it.
 An import inside a function is allowed only with a comment saying why (an optional or
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "steadytune"
-LAYERS = ["config", "data", "training", "store", "sweeps", "analyses", "report", "cli"]
+LAYERS = ["config", "data", "training", "store", "sweeps", "analyses", "integrations", "report", "cli"]
 TESTING_MAY_IMPORT = {"config", "data", "training"}
 
 

@@ -133,8 +133,10 @@ def _print_totals(totals: SweepTotals, err: Console) -> None:
 
 
 def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address: Optional[str],
-           dry_run: bool, keep_checkpoints: int, group_size: int = 0) -> None:
-    """Run (or plan) ``specs`` into ``store``: one :func:`run_sweeps` call, printing as it goes."""
+           dry_run: bool, keep_checkpoints: int, group_size: int = 0,
+           trackers: Optional[list[str]] = None) -> None:
+    """Run (or plan) ``specs`` into ``store``: one :func:`run_sweeps` call, printing as it goes
+    (and, with ``trackers``, logging each recorded run and the summary to them)."""
     from steadytune.sweeps.driver import (
         run_sweeps,  # lazy: `steadytune --help` stays fast
     )
@@ -144,14 +146,19 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
 
     err = Console(file=sys.stderr, soft_wrap=True)  # bound now: runs redirect sys.stderr into their logs
     printer = None if dry_run else _SweepPrinter(err, len({m for spec in specs for m in spec.models}) > 1)
+    tracker = None
     try:
         try:
+            tracker = _tracker(trackers, store) if trackers and not dry_run else None
+            on_event = printer if tracker is None else _both(printer, tracker)
             totals = run_sweeps(specs, store, executor=executor, workers=workers, ray_address=ray_address,
-                                dry_run=dry_run, keep_checkpoints=keep_checkpoints, on_event=printer,
+                                dry_run=dry_run, keep_checkpoints=keep_checkpoints, on_event=on_event,
                                 group_size=group_size)
         finally:
             if printer is not None:
                 printer.close()
+            if tracker is not None:
+                tracker.close()
     except study_errors() as exc:
         fail(exc)
         return
@@ -167,6 +174,30 @@ def _drive(specs: list, store: Path, *, executor: str, workers: int, ray_address
 
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     "--config", help="A study file (TOML) with the keys of these flags; see docs/sweeps.md.")]
+
+
+def _tracker(specs: list[str], store: Path):  # noqa: ANN202 - SweepTracker, loaded lazily
+    from steadytune.integrations.trackers import (
+        open_tracker,  # lazy: `steadytune --help` stays fast
+    )
+    from steadytune.integrations.tracking import (
+        SweepTracker,  # lazy: `steadytune --help` stays fast
+    )
+
+    return SweepTracker([open_tracker(spec) for spec in specs], store)
+
+
+def _both(printer, tracker):  # noqa: ANN001, ANN202 - two on_event callbacks as one
+    def on_event(event) -> None:  # noqa: ANN001
+        printer(event)
+        tracker(event)
+
+    return on_event
+
+
+TrackerOpt = Annotated[Optional[list[str]], typer.Option(
+    "--tracker", help="Also log each run's curves and diagnostics and the study's summary to KIND:ROOT "
+    "(jsonl:DIR, tensorboard:DIR, mlflow:DIR or a tracking URI); repeatable.")]
 
 
 def sweep(
@@ -192,6 +223,7 @@ def sweep(
         "(lowest seeds) in STUDY.checkpoints/; 0 = save none.")] = None,
     group_size: Annotated[Optional[int], typer.Option("--group-size", help=GROUP_HELP)] = None,
     config: ConfigOpt = None,
+    tracker: TrackerOpt = None,
 ) -> None:
     """Run (or resume) a seed sweep into a study; finished runs are never redone.
 
@@ -213,7 +245,7 @@ def sweep(
     _drive(list(plan.specs), Path(target), executor=executor or plan.executor,
            workers=plan.workers if workers is None else workers, ray_address=ray_address or plan.ray_address,
            dry_run=dry_run, keep_checkpoints=plan.keep_checkpoints if keep_checkpoints is None else keep_checkpoints,
-           group_size=plan.group_size if group_size is None else group_size)
+           group_size=plan.group_size if group_size is None else group_size, trackers=tracker or list(plan.trackers))
 
 
 def _config_error(message: str) -> Exception:
@@ -290,6 +322,7 @@ def experiment(
     list_: Annotated[bool, typer.Option("--list", help="List the experiments and exit.")] = False,
     export: Annotated[Optional[Path], typer.Option(
         help="Write the experiment as a study file (TOML) instead of running it.")] = None,
+    tracker: TrackerOpt = None,
 ) -> None:
     """Run (or resume) one of the paper's experiments: all its sweeps into one study.
 
@@ -326,4 +359,4 @@ def experiment(
         fail(exc)
         return
     _drive(specs, store, executor=executor, workers=workers, ray_address=ray_address, dry_run=dry_run,
-           keep_checkpoints=keep_checkpoints, group_size=group_size)
+           keep_checkpoints=keep_checkpoints, group_size=group_size, trackers=tracker)

@@ -43,6 +43,7 @@ from steadytune.sweeps.events import (
     PlanEvent,
     StartEvent,
     SweepEvent,
+    SweepsDoneEvent,
     SweepsPlanEvent,
     WaitEvent,
 )
@@ -148,6 +149,7 @@ def run_sweeps(specs: Sequence[SweepSpec], store: str | Path, *, executor: str =
             return plan
         outs = [run_sweep(spec, store, ray_address=ray_address, on_event=emit, **options) for spec in specs]
     total = {k: sum(out.get(k, 0) for out in outs) for k in COUNTS}
+    emit(SweepsDoneEvent(str(store), total["finished"], total["diverged"], total["error"]))
     kept = {"checkpoints": total.pop("checkpoints"), "checkpoint_dir": str(checkpoint_root(store))}
     return SweepTotals(store=str(store), **total, **(kept if keep_checkpoints else {}))
 

@@ -13,7 +13,9 @@ call ``on_event(event)`` in the driver process, in this order:
   ``switch``); it runs in the next round;
 * :class:`DoneElsewhereEvent` — a run another driver on the same study finished meanwhile;
 * :class:`WaitEvent` — runs another living driver is training: this one waits for them
-  (and takes them over if that driver dies); sent again when the holders change.
+  (and takes them over if that driver dies); sent again when the holders change;
+* :class:`SweepsDoneEvent` — once per :func:`run_sweeps` call that ran (not a dry run),
+  after its last spec: the sinks that keep something open (a tracker) may close it.
 
 Match on the type (``isinstance`` or ``match event: case FinishEvent(): ...``). The
 records are plain data; printing them is the caller's business (the CLI prints a bar).
@@ -123,10 +125,22 @@ class WaitEvent:
     """Why each is held elsewhere (``leased by HOST pid PID``), sorted, without repeats."""
 
 
-SweepEvent = SweepsPlanEvent | PlanEvent | StartEvent | FinishEvent | AttemptEvent | DoneElsewhereEvent | WaitEvent
+@dataclass(frozen=True)
+class SweepsDoneEvent:
+    """Every spec of a :func:`run_sweeps` call has run; its totals are about to be returned."""
+
+    store: str
+    """The study file."""
+    finished: int
+    diverged: int
+    error: int
+
+
+SweepEvent = (SweepsPlanEvent | PlanEvent | StartEvent | FinishEvent | AttemptEvent | DoneElsewhereEvent | WaitEvent
+              | SweepsDoneEvent)
 """Any of the records above."""
 EventFn = Callable[[SweepEvent], None]
 """The ``on_event`` callback of a sweep."""
 
 __all__ = ["AttemptEvent", "DoneElsewhereEvent", "EventFn", "FinishEvent", "PlanEvent", "StartEvent", "SweepEvent",
-           "SweepsPlanEvent", "WaitEvent"]
+           "SweepsDoneEvent", "SweepsPlanEvent", "WaitEvent"]

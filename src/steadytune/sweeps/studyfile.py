@@ -40,7 +40,7 @@ from steadytune.sweeps.spec import SweepSpec, parse_grid, parse_seeds
 
 SPEC_KEYS = ("tasks", "recipes", "seeds", "model", "data-dir", "set", "grid", "train-limit", "max-steps", "repeats")
 """Keys of one sweep (``steadytune sweep`` flags that say what runs)."""
-RUN_KEYS = ("store", "executor", "workers", "ray-address", "keep-checkpoints", "group-size")
+RUN_KEYS = ("store", "executor", "workers", "ray-address", "keep-checkpoints", "group-size", "tracker")
 """Keys of the whole file (flags that say where results go and how runs execute)."""
 
 
@@ -57,6 +57,8 @@ class StudyFile:
     ray_address: str | None = None
     keep_checkpoints: int = 0
     group_size: int = 0
+    trackers: tuple[str, ...] = ()
+    """``KIND:ROOT`` trackers (``--tracker``), e.g. ``tensorboard:runs/tb``."""
 
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
@@ -215,7 +217,12 @@ def _run_options(runs: dict[str, Any], at: _Where) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in runs.items():
         name = key.replace("-", "_")
-        if name in ("workers", "keep_checkpoints", "group_size"):
+        if name == "tracker":
+            items = [value] if isinstance(value, str) else value
+            if not (isinstance(items, list) and all(isinstance(v, str) for v in items)):
+                raise at.error((key,), f"expects KIND:ROOT or a list of them, got {value!r}")
+            out["trackers"] = tuple(items)
+        elif name in ("workers", "keep_checkpoints", "group_size"):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise at.error((key,), f"expects an integer >= 0, got {value!r}")
             out[name] = value
