@@ -45,6 +45,9 @@ PUBLIC: dict[str, str] = {
     "run_sweeps": "steadytune.sweeps.driver",
     "SweepTotals": "steadytune.sweeps.driver",
     "experiment_specs": "steadytune.sweeps.experiments",
+    "export_experiment": "steadytune.sweeps.experiments",
+    "load_study_file": "steadytune.sweeps.studyfile",
+    "StudyFile": "steadytune.sweeps.studyfile",
     # analyses
     "summarize": "steadytune.analyses.stats",
     "compare_recipes": "steadytune.analyses.stats",
@@ -64,6 +67,15 @@ PUBLIC: dict[str, str] = {
     "forgetting_probe": "steadytune.analyses.forgetting",
     "surface_probe": "steadytune.analyses.surface",
     "generalisation_probe": "steadytune.analyses.generalisation",
+    # integrations
+    "DiagnosticsCallback": "steadytune.integrations.transformers",
+    "add_diagnostics": "steadytune.integrations.transformers",
+    "trainer_recipe": "steadytune.integrations.transformers",
+    "TrainerRunInfo": "steadytune.integrations.trainerrun",
+    "MetricLogger": "steadytune.integrations.trackers",
+    "JsonlLogger": "steadytune.integrations.trackers",
+    "open_tracker": "steadytune.integrations.trackers",
+    "SweepTracker": "steadytune.integrations.tracking",
     # report
     "write_report": "steadytune.report.html",
 }

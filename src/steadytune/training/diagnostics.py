@@ -200,6 +200,30 @@ def param_grad_norms(params: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def group_norms(norms: torch.Tensor, index: GradNormIndex) -> torch.Tensor:
+    """Every slot's L2 norm (groups and the total) from per-parameter gradient norms.
+
+    Args:
+        norms: one gradient norm per parameter, in the order of ``index.names``
+            (:func:`param_grad_norms`).
+        index: the slots (:class:`GradNormIndex`).
+
+    Returns:
+        A float64 (float32 on MPS) tensor of ``len(index.slots)`` norms, on the norms'
+        device; no host sync.
+
+    Raises:
+        ValueError: if the number of norms does not match the index.
+    """
+    if len(norms) != len(index.names):
+        raise ValueError(f"{len(norms)} params for an index of {len(index.names)}")
+    squared = norms.to(_accumulate_dtype(norms.device)).square()
+    ids = index.on(norms.device)
+    sums = squared.new_zeros(len(index.slots)).index_add_(0, ids, squared.repeat(len(ids) // len(norms)))
+    return sums.sqrt()
+
+
+@torch.no_grad()
 def grad_norms(params: Sequence[torch.Tensor], index: GradNormIndex) -> torch.Tensor:
     """Gradient L2 norm of every slot of ``index`` (groups and the total), on the params' device.
 
@@ -215,11 +239,7 @@ def grad_norms(params: Sequence[torch.Tensor], index: GradNormIndex) -> torch.Te
     """
     if len(params) != len(index.names):
         raise ValueError(f"{len(params)} params for an index of {len(index.names)}")
-    norms = param_grad_norms(params)
-    squared = norms.to(_accumulate_dtype(norms.device)).square()
-    ids = index.on(norms.device)
-    sums = squared.new_zeros(len(index.slots)).index_add_(0, ids, squared.repeat(len(ids) // len(params)))
-    return sums.sqrt()
+    return group_norms(param_grad_norms(params), index)
 
 
 def clipped_norm(total: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -307,11 +327,15 @@ class Recorder:
 
     Build it after the optimiser; call ``record(step, logits)`` after ``backward()`` and
     before clipping; call :meth:`frame` at the end (it also removes the forward hook).
-    With ``every == 0`` it does nothing and registers nothing.
+    With ``every == 0`` it does nothing and registers nothing. A loop that clips before it
+    can call (a Hugging Face ``Trainer``) passes the pre-clip per-parameter norms it kept
+    instead (``record(step, logits, param_norms=...)``,
+    :class:`steadytune.integrations.transformers.DiagnosticsCallback`).
 
     Args:
         model: the model being trained (only its trainable params and pooler are used).
-        optimizer: its last (top) param group gives lr, betas and correct_bias.
+        optimizer: its last (top) param group gives lr, betas and correct_bias (None: no
+            ``optim`` rows but the gradient norms).
         every: record at steps 0, every, 2*every, ...; 0 disables.
         max_grad_norm: the clipping threshold the loop applies (0: none).
 
@@ -321,7 +345,7 @@ class Recorder:
             :class:`~steadytune.training.guard.Guard` reads; empty before the first).
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, every: int,
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, every: int,
                  max_grad_norm: float = 0.0) -> None:
         self.every, self.max_grad_norm, self.optimizer = int(every), float(max_grad_norm), optimizer
         self.rows: list[DiagRow] = []
@@ -341,12 +365,22 @@ class Recorder:
         return self.every > 0 and step % self.every == 0
 
     @torch.no_grad()
-    def record(self, step: int, logits: torch.Tensor | None = None) -> None:
-        """Record ``step``'s diagnostics if it is due (one host transfer); a no-op otherwise."""
+    def record(self, step: int, logits: torch.Tensor | None = None, param_norms: torch.Tensor | None = None) -> None:
+        """Record ``step``'s diagnostics if it is due (one host transfer); a no-op otherwise.
+
+        Args:
+            step: updates already taken.
+            logits: the training batch's logits (head statistics; None: none).
+            param_norms: each trainable parameter's gradient norm, in ``named_parameters``
+                order, taken before clipping (None: read the gradients now).
+        """
         if not self.due(step):
             return
         activation = self._tap.take() if self._tap is not None else None
-        slot_norms = grad_norms(self.params, self.index)
+        if param_norms is None:
+            slot_norms = grad_norms(self.params, self.index)
+        else:
+            slot_norms = group_norms(param_norms, self.index)
         dtype, device = slot_norms.dtype, slot_norms.device
         names = list(self.index.slots) + [("optim", "total_grad_norm_clipped")]
         parts = [slot_norms, clipped_norm(slot_norms[-1:], self.max_grad_norm)]
@@ -359,6 +393,8 @@ class Recorder:
         values = torch.cat(parts).tolist()  # the one host sync of a diagnostic step
         self.last = dict(zip(names, values))
         self.rows.extend(DiagRow(step, g, n, v) for (g, n), v in self.last.items())
+        if self.optimizer is None:
+            return
         stats = optimizer_stats(step, self.optimizer.param_groups[-1])
         self.rows.extend(DiagRow(step, "optim", n, v) for n, v in stats.items())
 
@@ -381,6 +417,6 @@ class Recorder:
 
 __all__ = [
     "KINDS", "GradNormIndex", "Recorder", "clipped_norm", "find_pooler_activation",
-    "grad_norms", "kind_of", "layer_of", "majority_fraction", "optimizer_stats", "param_grad_norms",
+    "grad_norms", "group_norms", "kind_of", "layer_of", "majority_fraction", "optimizer_stats", "param_grad_norms",
     "pooler_saturation", "softmax_entropy",
 ]
