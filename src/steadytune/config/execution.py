@@ -32,12 +32,16 @@ class Execution:
     precision_note: str = ""
     """Why a sweep's ``precision=auto`` became the precision in the run's config (set by the
     sweep driver, which chooses once per study); empty: the run resolves ``auto`` itself."""
+    runs_per_gpu: int = 0
+    """Ray executor: runs sharing one GPU (each asks for 1/N of it; 0 = automatic, 16)."""
 
     def __post_init__(self) -> None:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device={self.device!r} is invalid; use auto, cpu, cuda or cuda:N")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0, got {self.threads!r}")
+        if self.runs_per_gpu < 0:
+            raise ConfigError(f"runs_per_gpu must be >= 0 (0 = automatic), got {self.runs_per_gpu!r}")
 
     def replace(self, **changes: Any) -> "Execution":
         """A copy with ``changes`` applied (keys checked, values coerced)."""
@@ -48,7 +52,7 @@ class Execution:
         return dataclasses.asdict(self)
 
 
-EXECUTION_KEYS = ("device", "threads")
+EXECUTION_KEYS = ("device", "threads", "runs_per_gpu")
 """The execution settings a user sets as ``key=value`` overrides."""
 
 
@@ -60,11 +64,11 @@ def coerce_execution(name: str, value: Any) -> Any:
     """
     if name == "device":
         return str(value)
-    if name == "threads":
+    if name in ("threads", "runs_per_gpu"):
         try:
             return int(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"config key 'threads' expects int, got {value!r}") from None
+            raise ConfigError(f"config key {name!r} expects int, got {value!r}") from None
     if name == "save_final":
         return bool(value)
     if name == "precision_note":
@@ -77,7 +81,7 @@ def split_execution(overrides: Mapping[str, Any] | None,
     """Separate the execution keys from ``overrides``.
 
     Returns:
-        ``(run overrides, execution)``: the overrides without ``device``/``threads``, and
+        ``(run overrides, execution)``: the overrides without the execution keys, and
         ``base`` (default :class:`Execution`) with those applied.
 
     Raises:

@@ -31,7 +31,8 @@ NOT_GRIDDABLE = {"task": "--tasks", "model": "--model", "recipe": "--recipes", "
                  "repeat": "--repeats",
                  "attempt": "guard=restart or guard=switch (the driver plans a seed's later attempts)",
                  "device": "--set device=... (an execution setting)",
-                 "threads": "--set threads=... (an execution setting)"}
+                 "threads": "--set threads=... (an execution setting)",
+                 "runs_per_gpu": "--set runs_per_gpu=... (an execution setting)"}
 
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
