@@ -225,18 +225,8 @@ def group_norms(norms: torch.Tensor, index: GradNormIndex) -> torch.Tensor:
 
 @torch.no_grad()
 def grad_norms(params: Sequence[torch.Tensor], index: GradNormIndex) -> torch.Tensor:
-    """Gradient L2 norm of every slot of ``index`` (groups and the total), on the params' device.
-
-    Args:
-        params: the parameters, in the order of ``index.names``; only ``.grad`` is read.
-        index: from :meth:`GradNormIndex.from_model` on the same model.
-
-    Returns:
-        A float64 (float32 on MPS) tensor of ``len(index.slots)`` norms; no host sync.
-
-    Raises:
-        ValueError: if the number of params does not match the index.
-    """
+    """:func:`group_norms` of the params' current gradients (``params`` in ``index.names`` order;
+    only ``.grad`` is read; no host sync). Raises ValueError if the counts differ."""
     if len(params) != len(index.names):
         raise ValueError(f"{len(params)} params for an index of {len(index.names)}")
     return group_norms(param_grad_norms(params), index)
