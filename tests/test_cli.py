@@ -86,3 +86,16 @@ def test_python_dash_m_steadytune_is_the_command():
     assert '"mosbach2021"' in out.stdout
     bad = subprocess.run([sys.executable, "-m", "steadytune", "nosuchcommand"], capture_output=True, text=True)
     assert bad.returncode == 2 and "No such command" in bad.stderr
+
+
+def test_bare_cli_finds_glue_through_steadytune_data(tiny_bert, tiny_glue, tmp_path, monkeypatch):
+    """The README's STEADYTUNE_DATA: no --data-dir, no GLUE_DIR, the data folder holding glue/."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "glue").symlink_to(tiny_glue, target_is_directory=True)
+    monkeypatch.delenv("GLUE_DIR", raising=False)
+    monkeypatch.setenv("STEADYTUNE_DATA", str(data))
+    res = CliRunner().invoke(app, ["run", "--task", "rte", "--model", str(tiny_bert), "--max-steps", "1",
+                                   "--set", "threads=1", "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["data"]["n_train"] == 48

@@ -61,6 +61,7 @@ def test_top_level_keys_and_flag_spellings(tmp_path):
     path.write_text('tasks = "rte,mrpc"\nrecipes = ["devlin2019"]\nseeds = [3, 1]\nmodel = "minilm"\n'
                     'train_limit = 64\nmax-steps = 4\nstore = "x.db"\nworkers = 2\nkeep-checkpoints = 1\n'
                     'group-size = 4\n'
+                    'tracker = ["jsonl:runs/log", "tensorboard:runs/tb"]\n'
                     '[set]\nevals_per_epoch = 1\nlr = 1e-5\n[grid]\nepochs = [3, 10]\n')
     plan = load_study_file(path)
     (spec,) = plan.specs
@@ -68,6 +69,7 @@ def test_top_level_keys_and_flag_spellings(tmp_path):
     assert spec.overrides == {"evals_per_epoch": "1", "lr": "1e-05"} and spec.grid == {"epochs": ["3", "10"]}
     assert (plan.store, plan.workers, plan.keep_checkpoints, plan.executor) == ("x.db", 2, 1, "local")
     assert plan.group_size == 4
+    assert plan.trackers == ("jsonl:runs/log", "tensorboard:runs/tb")
 
 
 @pytest.mark.parametrize("text, message", [

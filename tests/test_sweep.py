@@ -185,7 +185,7 @@ def test_run_sweeps_from_python_does_what_the_cli_does(tiny_bert, tiny_glue, tmp
     import pandas as pd
 
     from steadytune.sweeps.driver import PlanGroup, SweepTotals, run_sweeps
-    from steadytune.sweeps.events import StartEvent, SweepsPlanEvent
+    from steadytune.sweeps.events import StartEvent, SweepsDoneEvent, SweepsPlanEvent
 
     by_cli = tmp_path / "cli.db"
     res = CliRunner().invoke(app, [*_sweep_cmd(by_cli, tiny_bert, tiny_glue, "1-2")[3:], "--workers", "1"])
@@ -207,7 +207,8 @@ def test_run_sweeps_from_python_does_what_the_cli_does(tiny_bert, tiny_glue, tmp
         pd.testing.assert_frame_equal(mine, theirs, check_exact=True)
     # the events are typed, frozen records, in order: all plans, then per spec its plan and runs
     per_spec = [PlanEvent, StartEvent, FinishEvent, StartEvent, FinishEvent]
-    assert [type(e) for e in events] == [SweepsPlanEvent, *per_spec, *per_spec]
+    assert [type(e) for e in events] == [SweepsPlanEvent, *per_spec, *per_spec, SweepsDoneEvent]
+    assert events[-1] == SweepsDoneEvent(str(store), totals.finished, totals.diverged, 0)
     assert events[0] == SweepsPlanEvent(specs=2, planned=4, done_before=0, to_run=4, store=str(store))
     assert events[1] == PlanEvent(planned=2, done_before=0, to_run=2, workers=1, store=str(store))
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -35,7 +35,7 @@ def setup(tiny_bert, tiny_glue):
     """steadytune's set-up of a dropout-free run (so the Trainer's RNG cannot matter) and its batches."""
     cfg = resolve_config(task="rte", recipe="devlin2019", model=str(tiny_bert), overrides={
         "data_dir": str(tiny_glue), "hidden_dropout": 0.0, "attention_dropout": 0.0, "classifier_dropout": 0.0,
-        "max_steps": STEPS, "diag_every": 1, "log_every": 1, "evals_per_epoch": 0, "lr": 1e-3, "max_grad_norm": 0.25})
+        "max_steps": STEPS, "diag_every": 1, "log_every": 1, "precision": "fp32", "evals_per_epoch": 0, "lr": 1e-3, "max_grad_norm": 0.25})
     with process_state_kept():
         run = set_up(cfg, Execution(device="cpu", threads=1))
     batches = [idx for epoch in range(2) for idx in batch_order(run.data.train_enc.lengths, cfg.batch_size,

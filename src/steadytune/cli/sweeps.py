@@ -287,44 +287,6 @@ def _plan(config: Optional[Path], what: dict):  # noqa: ANN202 - a StudyFile, lo
         repeats=1 if what["--repeats"] is None else what["--repeats"]),))
 
 
-def _config_error(message: str) -> Exception:
-    from steadytune.config.errors import (
-        ConfigError,  # lazy: `steadytune --help` stays fast
-    )
-
-    return ConfigError(message)
-
-
-def _plan(config: Optional[Path], what: dict):  # noqa: ANN202 - a StudyFile, loaded lazily
-    """The sweeps of ``sweep``'s options: the study file, or one spec from the flags (not both)."""
-    from steadytune.config.run import (  # lazy: `steadytune --help` stays fast
-        DEFAULT_MODEL,
-        parse_assignments,
-    )
-    from steadytune.sweeps.spec import (  # lazy: `steadytune --help` stays fast
-        SweepSpec,
-        parse_grid,
-        parse_seeds,
-    )
-    from steadytune.sweeps.studyfile import (  # lazy: `steadytune --help` stays fast
-        StudyFile,
-        load_study_file,
-    )
-
-    if config is not None:
-        given = [flag for flag, value in what.items() if value is not None]
-        if given:
-            raise _config_error(f"{given[0]} cannot be combined with --config: put it in {config}")
-        return load_study_file(config)
-    if what["--tasks"] is None or what["--recipes"] is None or what["--seeds"] is None:
-        raise _config_error("give --tasks, --recipes and --seeds (or --config STUDY.toml)")
-    return StudyFile((SweepSpec(
-        tasks=split_list(what["--tasks"]), models=what["--model"] or [DEFAULT_MODEL],
-        recipes=split_list(what["--recipes"]), seeds=parse_seeds(what["--seeds"]),
-        overrides=parse_assignments(what["--set"]), grid=parse_grid(what["--grid"]),
-        train_limit=what["--train-limit"], max_steps=what["--max-steps"], data_dir=what["--data-dir"]),))
-
-
 def _list_experiments() -> None:
     from steadytune.sweeps.experiments import (  # lazy: `steadytune --help` stays fast
         EXPERIMENTS,

@@ -44,6 +44,7 @@ from steadytune.integrations.trackers import MetricLogger
 from steadytune.integrations.trainerrun import TrainerRunInfo, store_trainer_run
 from steadytune.training.diagnostics import Recorder, param_grad_norms
 from steadytune.training.optim import AdamW, build_optimizer, linear_warmup_decay
+from steadytune.training.precision import choose_precision
 from steadytune.training.results import CurveRow, DiagRow, curves_frame
 from steadytune.training.schedule import Schedule
 
@@ -81,7 +82,8 @@ def trainer_recipe(cfg: RunConfig, model: torch.nn.Module, n_train: int, output_
     Steps: ``ceil(n_train / batch_size)`` per epoch, ``max_steps`` or ``epochs`` of them, as
     steadytune counts them (one process, no gradient accumulation); warmup
     ``int(warmup_ratio * total)``; clipping ``max_grad_norm``; the mean training loss logged
-    every ``log_every`` steps; bf16 when ``precision="bf16"``; nothing reported to
+    every ``log_every`` steps; bf16 when ``precision`` is ``bf16`` (``auto``: as steadytune
+    decides it for the device the Trainer will use); nothing reported to
     trackers, nothing saved (``report_to="none"``, ``save_strategy="no"``) unless
     ``arguments`` say otherwise.
 
@@ -103,13 +105,15 @@ def trainer_recipe(cfg: RunConfig, model: torch.nn.Module, n_train: int, output_
     from transformers import TrainingArguments  # only the Trainer helpers need it (and accelerate)
 
     schedule = Schedule.of(cfg, n_train)
+    device = torch.device("cuda" if torch.cuda.is_available() and not arguments.get("use_cpu") else "cpu")
+    precision = choose_precision(cfg.precision, device).used  # "auto" as steadytune's own run decides it
     settings: dict[str, Any] = dict(
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.lr, num_train_epochs=cfg.epochs,
         max_steps=schedule.total, warmup_steps=schedule.warmup, weight_decay=cfg.weight_decay,
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_eps,
         max_grad_norm=cfg.max_grad_norm, logging_steps=cfg.log_every, seed=cfg.seed,
-        bf16=cfg.precision == "bf16", report_to="none", save_strategy="no", disable_tqdm=True)
+        bf16=precision == "bf16", report_to="none", save_strategy="no", disable_tqdm=True)
     settings.update(arguments)
     optimizer = build_optimizer(model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                 eps=cfg.adam_eps, correct_bias=cfg.correct_bias, layer_lr_decay=cfg.layer_lr_decay)
