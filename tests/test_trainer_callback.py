@@ -174,3 +174,29 @@ def test_a_trainer_run_stored_in_a_study_is_summarised(setup, tmp_path):
     assert sorted(set(diags["step"])) == [0, 5]
     table = summarize(runs)
     assert table["n"].tolist() == [1] and table["mean"].iloc[0] == pytest.approx(100 * final_acc)
+
+
+def test_steadytunes_guard_inside_the_trainer_stops_a_doomed_run(setup, tmp_path):
+    """The doomed-run detector fed as steadytune's loop feeds it; thresholds set so that it fires
+    at the first diagnostic step that has a logged loss at the label prior (step 1)."""
+    from steadytune.store.records import read_result
+    from steadytune.training.guard import Guard, Thresholds
+
+    cfg, run, batches = setup
+    entropy = math.log(2)
+    guard = Guard("stop", STEPS, label_entropy=entropy, baseline=0.5,
+                  thresholds=Thresholds(vanish_ratio=1e6, vanish_steps=1))
+    info = TrainerRunInfo(cfg, metric="acc", baseline=0.5, label_entropy=entropy)
+    callback = DiagnosticsCallback(every=1, guard=guard, study=tmp_path / "s.db", run=info)
+    model = copy.deepcopy(run.model)
+    with process_state_kept():
+        trainer = _trainer(cfg, run, model, batches, tmp_path, [callback])
+        trainer.train()
+    assert trainer.state.global_step == 2 and callback.stopped  # judged at step 1; that update still happens
+    record = callback.guard_record(trainer.state.global_step)
+    assert (record["verdict"], record["rule"], record["step"], record["stopped"], record["steps_saved"]) == (
+        "doomed", "vanishing", 1, True, STEPS - 2)
+    with Study.open(tmp_path / "s.db", readonly=True) as study:
+        (run_id,) = study.runs_table()["run_id"]
+        stored = read_result(study, run_id)
+    assert stored.status == "stopped" and stored.failed and stored.guard["rule"] == "vanishing"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -58,7 +59,7 @@ def _best(evaluations: list[tuple[int, dict[str, float]]], metric: str) -> tuple
 
 def store_trainer_run(study: str | Path, info: TrainerRunInfo, curves: pd.DataFrame, diagnostics: pd.DataFrame,
                       evaluations: list[tuple[int, dict[str, float]]], *, steps: int, total_steps: int,
-                      wall: float) -> str:
+                      wall: float, guard: dict[str, Any] | None = None) -> str:
     """Write one Trainer run into ``study`` (created if missing); return its run id.
 
     Args:
@@ -69,6 +70,8 @@ def store_trainer_run(study: str | Path, info: TrainerRunInfo, curves: pd.DataFr
             the final one.
         steps, total_steps: optimiser steps taken and planned.
         wall: seconds the run took.
+        guard: the doomed-run detector's record (a run it stopped is stored as ``stopped``,
+            counted as failed); None: no guard.
 
     Returns:
         ``trainer-<config hash>``. A run already stored under that id is kept as it was.
@@ -77,15 +80,17 @@ def store_trainer_run(study: str | Path, info: TrainerRunInfo, curves: pd.DataFr
     final = dict(evaluations[-1][1]) if evaluations else {}
     best_step, best = _best(evaluations, info.metric)
     final_value = final.get(info.metric, math.nan)
+    stopped = bool(guard and guard.get("stopped"))
     result = RunResult(
         task=cfg.task, recipe=cfg.recipe, seed=cfg.seed, model=cfg.model, config=cfg.to_dict(), metric=info.metric,
         metrics={"final": final, "best": dict(best)}, best_step=best_step, majority_baseline=info.baseline,
-        failed=is_failed(final_value, info.baseline), failed_best=is_failed(best.get(info.metric, math.nan),
+        failed=stopped or is_failed(final_value, info.baseline), failed_best=is_failed(best.get(info.metric, math.nan),
                                                                             info.baseline),
-        status="finished", error=None, steps=steps, total_steps=total_steps, warmup_steps=0, steps_per_epoch=0,
+        status="stopped" if stopped else "finished", error=(guard or {}).get("reason") if stopped else None,
+        steps=steps, total_steps=total_steps, warmup_steps=0, steps_per_epoch=0,
         wall_seconds=round(wall, 3), seeds={"run": cfg.seed}, versions=versions(),
         data={"label_entropy": info.label_entropy}, model_info={}, execution={"via": "transformers.Trainer"},
-        curves=curves, diagnostics=diagnostics)
+        curves=curves, diagnostics=diagnostics, guard=dict(guard or {}))
     run_id = f"trainer-{config_hash(cfg)}"
     with Study.open(study, create=True) as opened:
         opened.add_planned([_Planned(run_id, cfg, GRID)])

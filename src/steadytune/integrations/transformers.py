@@ -10,8 +10,10 @@
 :class:`DiagnosticsCallback` records, with :class:`~steadytune.training.diagnostics.Recorder`,
 what steadytune's loop records (per-layer / per-kind gradient norms *before* clipping,
 lr, bias-correction factor, effective lr, pooler saturation, classifier entropy and
-prediction collapse), plus the Trainer's logged losses and evaluations as curves. It
-changes nothing in the run: it only reads gradients, logits and the optimiser's groups.
+prediction collapse), plus the Trainer's logged losses and evaluations as curves, and can
+feed steadytune's doomed-run detector (:class:`~steadytune.training.guard.Guard`). It
+changes nothing in the run (unless a stopping guard ends it): it only reads gradients,
+logits and the optimiser's groups.
 
 ``Trainer`` clips the gradients before any callback runs, so the callback keeps each
 parameter's gradient norm as the gradient lands (a post-accumulate-grad hook, armed only
@@ -43,15 +45,11 @@ from steadytune.config.run import RunConfig
 from steadytune.integrations.trackers import MetricLogger
 from steadytune.integrations.trainerrun import TrainerRunInfo, store_trainer_run
 from steadytune.training.diagnostics import Recorder, param_grad_norms
+from steadytune.training.guard import Guard
 from steadytune.training.optim import AdamW, build_optimizer, linear_warmup_decay
 from steadytune.training.precision import choose_precision
 from steadytune.training.results import CurveRow, DiagRow, curves_frame
 from steadytune.training.schedule import Schedule
-
-Detector = Callable[[list[DiagRow], list[CurveRow]], "str | None"]
-"""``detector(diagnostics so far, curves so far) -> verdict or None``, called at every
-diagnostic step (the hook for the failing-run detector; a verdict is recorded as a
-``detector`` diagnostic row with value 1.0 at the step it was first reached)."""
 
 _NOT_METRICS = ("runtime", "per_second", "epoch", "steps_per_second", "samples_per_second")
 
@@ -128,7 +126,12 @@ class DiagnosticsCallback(TrainerCallback):
         every: record at steps 0, every, 2*every, ... (as ``diag_every``).
         out: write ``curves.csv`` and ``diagnostics.csv`` there at the end (None: keep in memory).
         logger: also log each diagnostic step and every log/evaluation to this tracker.
-        detector: the failing-run detector hook (:data:`Detector`); None: none.
+        guard: steadytune's doomed-run detector (:class:`~steadytune.training.guard.Guard`),
+            fed as steadytune's loop feeds it (logged losses, evaluations of ``metric``,
+            each diagnostic step); with a stopping policy (``stop``) a doomed verdict ends
+            the Trainer's run. Its record is :attr:`guard_record` (and the stored run's ``guard``).
+        metric: the evaluation metric the guard and a stored run read (``compute_metrics``
+            key without ``eval_``; default ``run.metric``).
         study: also store the run in this study, so ``summary`` and ``report`` include it;
             needs ``run``.
         run: what the stored run is (:class:`~steadytune.integrations.trainerrun.TrainerRunInfo`).
@@ -137,17 +140,18 @@ class DiagnosticsCallback(TrainerCallback):
     """
 
     def __init__(self, every: int = 10, out: str | Path | None = None, logger: MetricLogger | None = None,
-                 detector: Detector | None = None, study: str | Path | None = None,
+                 guard: Guard | None = None, metric: str | None = None, study: str | Path | None = None,
                  run: TrainerRunInfo | None = None, trainer: Any = None) -> None:
         if every <= 0:
             raise ConfigError(f"every must be > 0, got {every}")
         if study is not None and run is None:
             raise ConfigError("storing a Trainer run in a study needs run=TrainerRunInfo(config, metric, baseline)")
-        self.every, self.out, self.logger, self.detector = every, out, logger, detector
+        self.every, self.out, self.logger, self.guard = every, out, logger, guard
+        self.metric = metric or (run.metric if run is not None else None)
         self.study, self.run, self.trainer = study, run, trainer
         self.recorder: Recorder | None = None
         self.curve_rows: list[CurveRow] = []
-        self.verdicts: list[tuple[int, str]] = []
+        self.stopped = False
         self.evaluations: list[tuple[int, dict[str, float]]] = []
         self._handles: list[Any] = []
         self._norms: torch.Tensor | None = None
@@ -180,24 +184,27 @@ class DiagnosticsCallback(TrainerCallback):
             first = self.recorder.params[0]
             self._norms = torch.zeros(len(self.recorder.params), device=first.device, dtype=torch.float32)
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.recorder is None or self._norms is None:
-            return
+            return None
         before = len(self.recorder.rows)
         self.recorder.record(state.global_step, self._logits, param_norms=self._norms)
         self._norms, self._logits = None, None
-        rows = self.recorder.rows[before:]
-        if self.detector is not None:
-            verdict = self.detector(self.recorder.rows, self.curve_rows)
-            if verdict and all(v != verdict for _, v in self.verdicts):
-                self.verdicts.append((state.global_step, verdict))
         if self.logger is not None:
+            rows = self.recorder.rows[before:]
             self.logger.log_dict({f"{r.group}/{r.name}": r.value for r in rows}, state.global_step)
+        if self.guard is not None and not self.stopped:
+            verdict = self.guard.check(state.global_step, self.recorder.last)
+            if verdict.doomed and self.guard.stops:  # this update still happens; training ends after it
+                self.stopped = control.should_training_stop = True
+        return control
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
                **kwargs: Any) -> None:
         values = {("lr" if k == "learning_rate" else k): float(v) for k, v in (logs or {}).items()
                   if k in ("loss", "learning_rate", "grad_norm")}
+        if self.guard is not None and "loss" in values:
+            self.guard.note_loss(values["loss"])
         self._add(state, "train", values)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
@@ -205,6 +212,8 @@ class DiagnosticsCallback(TrainerCallback):
         values = {k.removeprefix("eval_"): float(v) for k, v in (metrics or {}).items()
                   if isinstance(v, (int, float)) and not any(t in k for t in _NOT_METRICS)}
         self.evaluations.append((state.global_step, values))
+        if self.guard is not None and self.metric is not None:
+            self.guard.note_eval(int(state.global_step), values.get(self.metric))
         self._add(state, "dev", values)
 
     def _add(self, state: Any, split: str, values: dict[str, float]) -> None:
@@ -227,7 +236,7 @@ class DiagnosticsCallback(TrainerCallback):
         if self.study is not None and self.run is not None:
             store_trainer_run(self.study, self.run, self.curves(), self.diagnostics(), self.evaluations,
                               steps=int(state.global_step), total_steps=int(state.max_steps),
-                              wall=time.perf_counter() - self._start)
+                              wall=time.perf_counter() - self._start, guard=self.guard_record(state.global_step))
 
     # ------------------------------------------------------------------ tables
     def curves(self) -> pd.DataFrame:
@@ -235,10 +244,13 @@ class DiagnosticsCallback(TrainerCallback):
         return curves_frame(self.curve_rows)
 
     def diagnostics(self) -> pd.DataFrame:
-        """The recorded diagnostics (and detector verdicts) as a ``step, group, name, value`` table."""
+        """The recorded diagnostics as a ``step, group, name, value`` table."""
         rows = list(self.recorder.rows if self.recorder is not None else [])
-        rows += [DiagRow(step, "detector", verdict, 1.0) for step, verdict in self.verdicts]
         return pd.DataFrame(rows, columns=list(DiagRow._fields)).astype({"step": "int64", "value": "float64"})
+
+    def guard_record(self, steps: int) -> dict[str, Any]:
+        """The guard's record after ``steps`` updates (``RunResult.guard``); empty without a guard."""
+        return {} if self.guard is None else self.guard.record(int(steps), stopped=self.stopped)
 
 
 def add_diagnostics(trainer: Any, **options: Any) -> DiagnosticsCallback:
@@ -248,4 +260,4 @@ def add_diagnostics(trainer: Any, **options: Any) -> DiagnosticsCallback:
     return callback
 
 
-__all__ = ["Detector", "DiagnosticsCallback", "TrainerRecipe", "add_diagnostics", "trainer_recipe"]
+__all__ = ["DiagnosticsCallback", "TrainerRecipe", "add_diagnostics", "trainer_recipe"]
