@@ -18,7 +18,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+)
 
 from steadytune.config.recipes import resolve_config
 from steadytune.data.loading import load_split

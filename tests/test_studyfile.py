@@ -11,7 +11,11 @@ from steadytune.cli.app import app
 from steadytune.config.errors import ConfigError
 from steadytune.config.run import coerce
 from steadytune.store.study import Study
-from steadytune.sweeps.experiments import EXPERIMENTS, experiment_specs, export_experiment
+from steadytune.sweeps.experiments import (
+    EXPERIMENTS,
+    experiment_specs,
+    export_experiment,
+)
 from steadytune.sweeps.spec import SweepSpec, expand
 from steadytune.sweeps.studyfile import load_study_file, study_file_text
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from steadytune.analyses.stats import summarize
 from steadytune.cli.app import app
 from steadytune.config.errors import ConfigError
 from steadytune.integrations import trackers as T
@@ -19,7 +20,6 @@ from steadytune.store.records import read_result
 from steadytune.store.study import Study
 from steadytune.sweeps.driver import run_sweeps
 from steadytune.sweeps.spec import SweepSpec
-from steadytune.analyses.stats import summarize
 
 needs_tensorboard = pytest.mark.skipif(not T.tracker_available("tensorboard"),
                                        reason="the 'tensorboard' extra is not installed")

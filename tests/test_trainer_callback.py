@@ -17,7 +17,11 @@ from steadytune.config.recipes import resolve_config
 from steadytune.data.batching import batch_order, collate
 from steadytune.integrations.trackers import JsonlLogger
 from steadytune.integrations.trainerrun import TrainerRunInfo
-from steadytune.integrations.transformers import DiagnosticsCallback, add_diagnostics, trainer_recipe
+from steadytune.integrations.transformers import (
+    DiagnosticsCallback,
+    add_diagnostics,
+    trainer_recipe,
+)
 from steadytune.store.study import Study
 from steadytune.training.diagnostics import layer_of
 from steadytune.training.loop import set_up, train_step

@@ -88,7 +88,9 @@ class TensorBoardLogger:
 
     def __init__(self, log_dir: str | Path, params: Mapping[str, Any] | None = None) -> None:
         try:
-            from torch.utils.tensorboard import SummaryWriter  # optional extra ('tensorboard')
+            from torch.utils.tensorboard import (
+                SummaryWriter,  # optional extra ('tensorboard')
+            )
         except ImportError:
             raise ConfigError(MISSING["tensorboard"]) from None
         self._writer: Any = SummaryWriter(log_dir=str(log_dir))

@@ -100,7 +100,9 @@ def trainer_recipe(cfg: RunConfig, model: torch.nn.Module, n_train: int, output_
     """
     if importlib.util.find_spec("accelerate") is None:
         raise ConfigError("the Trainer needs accelerate: pip install 'steadytune[trainer]'")
-    from transformers import TrainingArguments  # only the Trainer helpers need it (and accelerate)
+    from transformers import (
+        TrainingArguments,  # only the Trainer helpers need it (and accelerate)
+    )
 
     schedule = Schedule.of(cfg, n_train)
     device = torch.device("cuda" if torch.cuda.is_available() and not arguments.get("use_cpu") else "cpu")

@@ -25,7 +25,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from steadytune.sweeps.local import RUNS_PER_GPU
-from steadytune.sweeps.worker import DoneFn, Job, Outcome, StartFn, crashed, execute_task
+from steadytune.sweeps.worker import (
+    DoneFn,
+    Job,
+    Outcome,
+    StartFn,
+    crashed,
+    execute_task,
+)
 
 RAY_MISSING = "executor 'ray' needs Ray: pip install 'steadytune[ray]'"
 """The message when Ray is not installed."""

@@ -29,10 +29,11 @@ table. Keys are the flags' names (``data-dir``, ``train-limit``, ``max-steps``,
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from steadytune.config.errors import ConfigError
 from steadytune.config.run import format_value, parse_assignments
