@@ -238,6 +238,18 @@ def _attempts(store: Path) -> dict[int, tuple[str, int, int]]:
     return {(seed, recipe): (status, attempts, logs) for seed, recipe, status, attempts, logs in rows}
 
 
+def test_a_second_driver_plans_beside_a_study_file_created_but_not_yet_written(tiny_bert, tiny_glue, tmp_path):
+    """Two drivers starting together: one has created the file (SQLite writes the tables a
+    moment later); the other's read-only planning must see "no study yet", not fail."""
+    from steadytune.sweeps.driver import run_sweep
+
+    store = tmp_path / "study.db"
+    store.touch()  # what the first driver's sqlite3.connect leaves before its schema transaction
+    plan = run_sweep(tiny_spec(tiny_bert, tiny_glue, seeds=(1,)), store, dry_run=True)
+    assert (plan["planned"], plan["done_before"], plan["to_run"]) == (2, 0, 2)
+    assert store.stat().st_size == 0  # a dry run writes nothing
+
+
 def test_two_real_drivers_on_one_store_train_every_run_once(tiny_bert, tiny_glue, tmp_path):
     store = tmp_path / "study.db"
     cmd = _sweep_cmd(store, tiny_bert, tiny_glue, "1-4")

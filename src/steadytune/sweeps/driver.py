@@ -31,6 +31,7 @@ from typing import Any
 
 from steadytune.config.execution import Execution
 from steadytune.config.run import ConfigError, within_group_label
+from steadytune.store.file import inspect_file
 from steadytune.store.leases import Heartbeat, Owner
 from steadytune.store.study import DONE, Study
 from steadytune.sweeps.attempts import current_attempts, next_job
@@ -253,7 +254,7 @@ def _check_options(executor: str, workers: int, keep_checkpoints: int) -> None:
 def _dry_run(planned: list[PlannedRun], store_path: Path) -> dict[str, Any]:
     """The plan and what of it is done, read without writing (no file is created)."""
     statuses: dict[str, str] = {}
-    if store_path.exists():
+    if inspect_file(store_path):  # not exists(): another driver may have created the file but no tables yet
         with Study.open(store_path, readonly=True) as study:
             planned = current_attempts(planned, study.statuses)
             statuses = study.statuses([r.run_id for r in planned])
