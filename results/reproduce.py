@@ -344,6 +344,16 @@ def _guard_tables() -> dict:
     return module.tables(markdown, PRIOR_ENTROPY, RESULTS)
 
 
+def _precision_tables() -> dict:
+    """precision=auto against fp32 (results/reproduce_precision.py, issue 14)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce_precision", RESULTS / "reproduce_precision.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.tables(load, markdown, _f, _p, RESULTS, PRIOR_ENTROPY)
+
+
 TABLES = {
     "table1": table_table1,
     "levene": table_levene,
@@ -368,6 +378,7 @@ TABLES = {
     "precision-cola1k": table_precision,
     "factorial-cola1k": table_factorial,
     **_guard_tables(),
+    **_precision_tables(),
 }
 
 

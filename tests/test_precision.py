@@ -72,25 +72,25 @@ def test_the_environment_fixes_auto_and_a_bad_value_is_one_clear_error(auto, mon
 def test_the_probe_measures_once_per_machine_and_survives_a_corrupt_cache(auto, monkeypatch, tmp_path):
     calls = []
 
-    def fake(dtype, repeats=3, rounds=5):
-        calls.append(dtype)
-        return 100.0 if dtype == torch.float32 else 700.0
+    def fake(repeats=3, rounds=5):
+        calls.append(1)
+        return {"fp32": 100.0, "bf16": 700.0}
 
-    monkeypatch.setattr(precision_module, "_matmul_gflops", fake)
+    monkeypatch.setattr(precision_module, "_matmul_rates", fake)
     first = probe_cpu()
-    assert (first["fp32_gflops"], first["bf16_gflops"]) == (100.0, 700.0) and len(calls) == 2
-    assert probe_cpu() == first and len(calls) == 2  # cached
+    assert (first["fp32_gflops"], first["bf16_gflops"]) == (100.0, 700.0) and len(calls) == 1
+    assert probe_cpu() == first and len(calls) == 1  # cached
     cache = tmp_path / "cache" / "precision-probe.json"
     assert json.loads(cache.read_text())[first["machine"]] == first
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1 if threads != 1 else 2)  # another thread count is another measurement
         probe_cpu()
-        assert len(calls) == 4
+        assert len(calls) == 2
     finally:
         torch.set_num_threads(threads)
     cache.write_text("{not json")
-    assert probe_cpu() == {**first, "measured_at": probe_cpu()["measured_at"]} and len(calls) == 6
+    assert probe_cpu() == {**first, "measured_at": probe_cpu()["measured_at"]} and len(calls) == 3
     assert json.loads(cache.read_text())  # replaced by a good file
 
 

@@ -63,7 +63,7 @@ WorkersOpt = Annotated[int, typer.Option(help="Parallel local worker processes; 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")]
 GROUP_HELP = ("Train up to K runs that differ only in their seed as one grouped model (several seeds "
               "per process; each run's result is the one it gets alone, up to rounding); 1 = every run alone; "
-              "0 = automatic: grouped on a GPU, alone on a CPU.")
+              "0 = automatic: where measured to pay (so far nowhere; docs/performance.md).")
 GroupOpt = Annotated[int, typer.Option("--group-size", help=GROUP_HELP)]
 KeepOpt = Annotated[int, typer.Option(
     "--keep-checkpoints", help="Keep the final models of at most K failed and K successful runs per group "

@@ -185,7 +185,7 @@ def run_sweep(spec: SweepSpec, store_path: str | Path, executor: str = "local", 
             touch none. The run ids and results are the same either way.
         group_size: train up to this many runs that differ only in their seed as one
             grouped model (:mod:`steadytune.sweeps.grouping`); 1: every run alone; 0
-            (default): automatic (grouped on a GPU, alone on a CPU). Each run's result is
+            (default): automatic (:func:`~steadytune.sweeps.grouping.auto_group_size`). Each run's result is
             the one it gets alone, up to floating-point rounding.
 
     Returns:

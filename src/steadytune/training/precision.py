@@ -5,8 +5,10 @@ AMD EPYC multiplied bf16 matrices 5x *slower* than fp32, an Intel Xeon with AMX 
 *faster*. So nothing is assumed: on a CPU, :func:`probe_cpu` times a matrix product of
 the shape a BERT-base/MiniLM feed-forward layer computes (1,024 tokens x 384 x 1,536) in
 both precisions, and bf16 is chosen when it is at least :data:`CPU_BF16_MIN_SPEEDUP` times
-as fast. The probe takes about a second and is cached per machine (CPU model, flags,
-thread count, torch version) in ``$STEADYTUNE_CACHE`` (default ``~/.cache/steadytune``).
+as fast. The probe takes about a second, times the two precisions in alternation (so a
+burst of load from another process slows both alike), and is cached per machine (CPU
+model, flags, thread count, torch version) in ``$STEADYTUNE_CACHE`` (default
+``~/.cache/steadytune``; delete ``precision-probe.json`` there to measure again).
 On CUDA, bf16 is chosen when the device supports it (tensor cores make it the fast path
 on every GPU that does). ``$STEADYTUNE_AUTO_PRECISION`` (``fp32`` or ``bf16``) fixes the answer
 without probing.
@@ -65,19 +67,27 @@ class PrecisionChoice:
         return asdict(self)
 
 
-def _matmul_gflops(dtype: torch.dtype, repeats: int = 3, rounds: int = 5) -> float:
+def _matmul_rates(repeats: int = 3, rounds: int = 5) -> dict[str, float]:
+    """GFLOP/s of the probe's matrix product in fp32 and in bf16: the best of ``rounds``.
+
+    The two precisions are timed in alternation, round after round, so that a burst of load
+    from another process on a shared machine slows both alike instead of one of them.
+    """
     tokens, d_in, d_out = PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(tokens, d_in, generator=generator).to(dtype)
-    b = torch.randn(d_in, d_out, generator=generator).to(dtype)
-    a @ b  # warm-up: kernel selection and first-touch allocation
-    best = float("inf")
+    a32 = torch.randn(tokens, d_in, generator=generator)
+    b32 = torch.randn(d_in, d_out, generator=generator)
+    pairs = {"fp32": (a32, b32), "bf16": (a32.to(torch.bfloat16), b32.to(torch.bfloat16))}
+    best = {name: float("inf") for name in pairs}
+    for a, b in pairs.values():
+        a @ b  # warm-up: kernel selection and first-touch allocation
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return 2.0 * tokens * d_in * d_out / best / 1e9
+        for name, (a, b) in pairs.items():
+            start = time.perf_counter()
+            for _ in range(repeats):
+                a @ b
+            best[name] = min(best[name], (time.perf_counter() - start) / repeats)
+    return {name: 2.0 * tokens * d_in * d_out / seconds / 1e9 for name, seconds in best.items()}
 
 
 def _machine_key() -> str:
@@ -120,8 +130,9 @@ def probe_cpu(use_cache: bool = True) -> dict[str, Any]:
                 return cached[key]
         except (OSError, ValueError):
             cached = {}
-    result = {"machine": key, "fp32_gflops": round(_matmul_gflops(torch.float32), 1),
-              "bf16_gflops": round(_matmul_gflops(torch.bfloat16), 1), "measured_at": round(time.time())}
+    rates = _matmul_rates()
+    result = {"machine": key, "fp32_gflops": round(rates["fp32"], 1), "bf16_gflops": round(rates["bf16"], 1),
+              "measured_at": round(time.time())}
     if use_cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
