@@ -80,7 +80,16 @@ def tables(markdown: Callable[[pd.DataFrame], str], prior: dict[str, float], res
         found = [results / f"{name}.db" for name in ONLINE if (results / f"{name}.db").exists()]
         if not found:
             return f"Not run yet. The commands (CPU; `bash bench/gpu.sh guard` on a GPU):\n\n```bash\n{COMMANDS}\n```"
-        return markdown(pd.concat([_online(p) for p in found], ignore_index=True))
+        tables = [_online(p) for p in found]
+        if not any((t["recipe"] == "mosbach2021").any() for t in tables):
+            # The studies' own mosbach2021 reference runs are not done: the 10 seeds of the same
+            # 1,000-example slices in table1-{task}1k-cpu stand in (other seeds, this CPU, fp32).
+            refs = [results / f"table1-{task}1k-cpu.db" for task in ("cola", "rte")]
+            refs = [_online(p, recipes=("mosbach2021",)) for p in refs if p.exists()]
+            ref = pd.concat(refs, ignore_index=True).assign(guard="none (reference)") if refs else pd.DataFrame()
+            steps = ref.set_index("task")["steps / seed"].astype(float) if len(ref) else None
+            tables = [_online(p, ref_steps=steps) for p in found] + ([ref] if len(ref) else [])
+        return markdown(pd.concat(tables, ignore_index=True))
 
     return {"vanishing-by-regime": table_vanishing, "triage": table_triage, "triage-by-study": table_by_study,
             "guard-online": table_online}
@@ -108,8 +117,13 @@ def _scores(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out
 
 
-def _online(path: Path) -> pd.DataFrame:
-    """One row per (task, lr, recipe, guard) of an online validation study."""
+def _online(path: Path, recipes: tuple[str, ...] | None = None, ref_steps: pd.Series | None = None) -> pd.DataFrame:
+    """One row per (task, lr, recipe, guard) of an online validation study.
+
+    Args:
+        recipes: only these recipes' rows (all when None).
+        ref_steps: per task, the reference ``mosbach2021`` steps per seed, when the study has none.
+    """
     from steadytune.analyses.attempts import compare_guards
     from steadytune.analyses.stats import summarize
     from steadytune.config.run import format_value
@@ -126,7 +140,9 @@ def _online(path: Path) -> pd.DataFrame:
     table = table.assign(lr_num=table["lr"].astype(float), policy=table["guard"].map(order).fillna(3),
                          mosbach=table["recipe"] == "mosbach2021")
     table = table.sort_values(["task", "mosbach", "lr_num", "policy"], kind="stable")
-    ref = table[table["mosbach"]].set_index("task")["steps_per_seed"]
+    if recipes is not None:
+        table = table[table["recipe"].isin(recipes)]
+    ref = table[table["mosbach"]].set_index("task")["steps_per_seed"] if ref_steps is None else ref_steps
     rows = []
     for r in table.itertuples():
         rows.append({"study": path.stem, "task": r.task, "lr": r.lr, "recipe": r.recipe, "guard": r.guard,
