@@ -79,14 +79,19 @@ def tables(load: Callable, markdown: Callable[[pd.DataFrame], str], fmt: Callabl
         note = missing(tuple(name for cell in CELLS for name in cell[1:3]))
         if not present:
             return note
-        rows = []
+        rows, unfinished = [], []
         for task, fp32_name, bf16_name, recipes in present:
             fp32, bf16 = load(fp32_name)[0], load(bf16_name)[0]
             for recipe in recipes:
                 a = fp32[(fp32["recipe"] == recipe) & (fp32["seed"] <= 10)]
                 b = bf16[bf16["recipe"] == recipe]
+                if len(b) < 2:  # a study resumed recipe by recipe: too few runs to compare yet
+                    unfinished.append(f"{task} {recipe} ({len(b)} bf16 run{'s' if len(b) != 1 else ''} in {bf16_name})")
+                    continue
                 rows.append(_compare(task, recipe, a, b, fmt, pfmt))
         table = markdown(pd.DataFrame(rows))
+        if unfinished:
+            table += f"\n\nNot finished yet: {', '.join(unfinished)}; its study's command resumes it."
         return f"{table}\n\n{note}" if note else table
 
     def regime() -> str:

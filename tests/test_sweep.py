@@ -248,7 +248,10 @@ def _sweep_cmd(store: Path, model: Path, glue: Path, seeds: str, *extra: str) ->
 def _start(cmd: list[str]) -> tuple[subprocess.Popen, queue.Queue]:
     """Start ``cmd``; its stderr lines arrive on the queue (None at EOF)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    # SIGINT as at a terminal: a test run started in the background by a script inherits
+    # SIGINT ignored, and the driver would never see the Ctrl-C the test sends.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines: queue.Queue = queue.Queue()
 
     def pump() -> None:
