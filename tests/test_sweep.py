@@ -436,7 +436,9 @@ def test_ctrl_c_or_sigterm_stops_a_pooled_sweep_cleanly_and_resume_finishes_it(
         signum, code, word, tiny_bert, tiny_glue, tmp_path):
     store = tmp_path / "study.db"
     cmd = _sweep_cmd(store, tiny_bert, tiny_glue, "1-4", "--workers", "2")
-    proc, lines = _start(cmd)
+    # The driver holds after its first stored result (tests/_killpoint.py), so the signal
+    # lands mid-sweep whatever the machine's speed.
+    proc, lines = _start([sys.executable, str(KILLPOINT), "hold", "1", *cmd[3:]])
     assert _wait_for_finished_run(lines)
     workers = _children(proc.pid)
     proc.send_signal(signum)
